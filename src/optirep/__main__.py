@@ -1,0 +1,3 @@
+from optirep.cli import main
+
+raise SystemExit(main())

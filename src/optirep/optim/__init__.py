@@ -1,0 +1,60 @@
+"""Optimizer registry: every optimizer optirep trains, by lowercase name.
+
+    from optirep import optim
+    optim.available()                      # ['adam', 'adamw', 'biostatis_v6', ...]
+    opt = optim.build("biostatis_v6", model.parameters(), lr=1e-3)
+    e = optim.spec("biostatis_v6")         # Entry: cls, defaults, baseline, mechanisms_off
+    ablated = optim.build(e.name, params, **e.mechanisms_off)   # == torch AdamW, step for step
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+
+from . import biostatis, enhanced_sgd, neuroplastic
+from .registry import BASELINES, TORCH_ENTRIES, Entry
+
+# The explicit list: torch's baselines first, then each seed method's module.
+_ALL: list[Entry] = [*TORCH_ENTRIES, *biostatis.ENTRIES, *neuroplastic.ENTRIES, *enhanced_sgd.ENTRIES]
+
+REGISTRY: dict[str, Entry] = {}
+for _e in _ALL:
+    if _e.name in REGISTRY:
+        raise RuntimeError(f"optimizer name registered twice: {_e.name!r}")
+    REGISTRY[_e.name] = _e
+
+
+def available() -> list[str]:
+    """Sorted names of every registered optimizer."""
+    return sorted(REGISTRY)
+
+
+def spec(name: str) -> Entry:
+    """The registry entry for `name`; ValueError listing the known names if unknown."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown optimizer {name!r}; known optimizers: {', '.join(available())}") from None
+
+
+def resolve_hp(name: str, **hp: Any) -> dict[str, Any]:
+    """The entry's defaults overridden by `hp` (what `build` passes to the class)."""
+    return {**spec(name).defaults, **hp}
+
+
+def build(name: str, params: Iterable[torch.Tensor] | Iterable[dict], **hp: Any) -> torch.optim.Optimizer:
+    """A ready optimizer: `spec(name).cls(params, **(defaults | hp))`."""
+    entry = spec(name)
+    return entry.cls(params, **resolve_hp(name, **hp))
+
+
+def build_baseline(name: str, params, **hp: Any) -> torch.optim.Optimizer:
+    """The torch optimizer `name` reduces to, with the kwargs `to_baseline` maps `hp` to."""
+    entry = spec(name)
+    resolved = {**resolve_hp(name, **hp), **entry.mechanisms_off}
+    return entry.baseline_cls(params, **entry.to_baseline(resolved))
+
+
+__all__ = ["BASELINES", "Entry", "REGISTRY", "available", "build", "build_baseline", "resolve_hp", "spec"]

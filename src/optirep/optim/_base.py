@@ -1,0 +1,66 @@
+"""Helpers shared by the bio optimizers: validation, sparse checks, device-side diagnostics."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import torch
+
+
+def check_hp(condition: bool, name: str, value, rule: str) -> None:
+    """Raise `ValueError("Invalid <name>: <value> (<rule>)")` unless `condition`."""
+    if not condition:
+        raise ValueError(f"Invalid {name}: {value!r} ({rule})")
+
+
+def check_betas(betas, name: str = "betas") -> None:
+    check_hp(isinstance(betas, (tuple, list)) and len(betas) == 2, name, betas, "must be a pair")
+    for i, b in enumerate(betas):
+        check_hp(0.0 <= float(b) < 1.0, f"{name}[{i}]", b, "must be in [0, 1)")
+
+
+def check_not_sparse(grad: torch.Tensor, optimizer_name: str) -> None:
+    if grad.is_sparse:
+        raise RuntimeError(f"{optimizer_name} does not support sparse gradients")
+
+
+class Diagnostics:
+    """Accumulates per-step scalar signals on the device; one host sync per `read()`.
+
+    `record(key, t)` adds a 0-d tensor (or float) to a running sum and remembers the last value;
+    `read()` returns {key: last, key + "_mean": mean since last read} as floats and resets the
+    sums. Nothing here touches the host during `step()`.
+    """
+
+    def __init__(self) -> None:
+        self._sum: dict[str, torch.Tensor | float] = {}
+        self._last: dict[str, torch.Tensor | float] = {}
+        self._n: dict[str, int] = {}
+
+    def record(self, key: str, value: torch.Tensor | float) -> None:
+        if isinstance(value, torch.Tensor):
+            value = value.detach().float()
+        self._last[key] = value
+        self._sum[key] = self._sum.get(key, 0.0) + value
+        self._n[key] = self._n.get(key, 0) + 1
+
+    def read(self) -> dict[str, float]:
+        keys = list(self._last)
+        tensors = [torch.as_tensor(self._last[k], dtype=torch.float32).reshape(()).cpu() for k in keys]
+        sums = [torch.as_tensor(self._sum[k], dtype=torch.float32).reshape(()).cpu() for k in keys]
+        out: dict[str, float] = {}
+        for k, last, s in zip(keys, tensors, sums):
+            out[k] = float(last)
+            out[k + "_mean"] = float(s) / self._n[k]
+        self._sum.clear()
+        self._n.clear()
+        return {k: (v if math.isfinite(v) else float("nan")) for k, v in out.items()}
+
+
+def params_with_grad(group: dict, optimizer_name: str) -> Iterable[torch.Tensor]:
+    for p in group["params"]:
+        if p.grad is None:
+            continue
+        check_not_sparse(p.grad, optimizer_name)
+        yield p
