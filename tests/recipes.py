@@ -25,7 +25,7 @@ TORCH_ROWS: list[Recipe] = [
            invalid=[({"lr": -1.0}, "Invalid learning rate: -1.0")]),
     Recipe("adamw", hp={"lr": 1e-2}, toy_hp={"lr": 2e-2, "weight_decay": 0.0}, fast_path=False,
            invalid=[({"lr": -1.0}, "Invalid learning rate: -1.0")]),
-    Recipe("rmsprop", hp={"lr": 1e-2}, toy_hp={"lr": 1e-3}, fast_path=False,
+    Recipe("rmsprop", hp={"lr": 1e-2}, toy_hp={"lr": 1e-2}, fast_path=False,
            invalid=[({"lr": -1.0}, "Invalid learning rate: -1.0")]),
 ]
 
