@@ -1,0 +1,237 @@
+"""Where every dataset comes from: URLs, original file names and how each file is verified.
+
+`SOURCES` maps a name (what `optirep fetch <name>` takes) to a `Source`. A file is verified by
+md5 when the upstream bytes are stable, otherwise by a content check (GPT-2 `vocab.json`, whose
+whitespace differs between copies; the BERT vocabulary). Hugging Face datasets (WikiText, IMDB,
+AG_NEWS) are verified by structure: every split present, readable, with the expected columns.
+
+Tests and users with a private copy override expected checksums with `override_checksums`
+instead of editing this table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+__all__ = ["RemoteFile", "Source", "SOURCES", "EMBEDDED", "override_checksums", "get_source"]
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file as published upstream.
+
+    Attributes:
+        name: the original file name; also its name in a mirror (`<mirror>/<dataset>/<name>`)
+            and under the data root (`<root>/<dataset>/<name>`).
+        urls: download locations tried in order.
+        md5: expected md5 of the bytes, or None when `check` verifies the content instead.
+        check: raises ValueError (with the reason) when the content is wrong; used when the
+            bytes legitimately differ between copies.
+        note: what the file is, for error messages.
+    """
+
+    name: str
+    urls: tuple[str, ...]
+    md5: str | None = None
+    check: Callable[[Path], None] | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.md5 is None and self.check is None:
+            raise ValueError(f"RemoteFile {self.name!r}: give md5 or check (or both)")
+
+
+@dataclass(frozen=True)
+class HFSplit:
+    """One split of a Hugging Face dataset: its name and the parquet file names on the hub."""
+
+    split: str
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Source:
+    """A fetchable dataset or tokenizer asset.
+
+    Attributes:
+        name: registry name.
+        files: the upstream files (kind "files").
+        archive: for a tarball, the member directory it must contain once extracted, and the
+            members that directory must hold.
+        hf: for kind "hf": (hub repo id, config name or None, hub folder of the parquet files).
+        hf_splits: the splits fetched from the hub, each with its usual parquet file names.
+        columns: columns every split of an HF dataset must have.
+        requires: other sources `optirep fetch <name>` also fetches (the default tokenizer).
+        homepage: where a user without this tool would get the files.
+    """
+
+    name: str
+    kind: str = "files"
+    files: tuple[RemoteFile, ...] = ()
+    archive: tuple[str, tuple[str, ...]] | None = None
+    hf: tuple[str, str | None, str] | None = None
+    hf_splits: tuple[HFSplit, ...] = ()
+    columns: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    homepage: str = ""
+
+
+def _check_gpt2_vocab(path: Path) -> None:
+    """GPT-2 `vocab.json`: 50257 entries and the ids the tokenizer check relies on."""
+    try:
+        vocab = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a JSON object ({exc})") from None
+    if not isinstance(vocab, dict) or len(vocab) != 50257:
+        raise ValueError(f"expected a JSON object with 50257 entries, got {type(vocab).__name__} of {len(vocab)}")
+    known = {"!": 0, "First": 5962, "\u0120Citizen": 22307, "\u0120proceed": 5120, "<|endoftext|>": 50256}
+    wrong = {k: vocab.get(k) for k, v in known.items() if vocab.get(k) != v}
+    if wrong:
+        raise ValueError(f"unexpected ids {wrong}, expected {known}")
+
+
+def _check_bert_vocab(path: Path) -> None:
+    """bert-base-uncased `vocab.txt`: 30522 lines with the special tokens at their usual ids."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    if len(lines) != 30522:
+        raise ValueError(f"expected 30522 lines, got {len(lines)}")
+    known = {0: "[PAD]", 100: "[UNK]", 101: "[CLS]", 102: "[SEP]", 103: "[MASK]"}
+    wrong = {i: lines[i] for i, tok in known.items() if lines[i] != tok}
+    if wrong:
+        raise ValueError(f"unexpected tokens at ids {wrong}, expected {known}")
+
+
+_MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_FMNIST_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
+_IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _idx_files(bases: tuple[str, ...], md5s: tuple[str, ...], what: str) -> tuple[RemoteFile, ...]:
+    return tuple(RemoteFile(n, tuple(b + n for b in bases), md5=m, note=what) for n, m in zip(_IDX, md5s))
+
+
+SOURCES: dict[str, Source] = {
+    s.name: s
+    for s in [
+        Source(
+            "cifar10",
+            files=(RemoteFile("cifar-10-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",),
+                              md5="c58f30108f718f92721af3b95e74349a", note="CIFAR-10 python version"),),
+            archive=("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                             "data_batch_5", "test_batch", "batches.meta")),
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        Source(
+            "cifar100",
+            files=(RemoteFile("cifar-100-python.tar.gz", ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",),
+                              md5="eb9058c3a382ffc7106e4002c42a8d85", note="CIFAR-100 python version"),),
+            archive=("cifar-100-python", ("train", "test", "meta")),
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+        Source(
+            "mnist",
+            files=_idx_files(_MNIST_URLS, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
+                                           "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"), "MNIST IDX"),
+            homepage="http://yann.lecun.com/exdb/mnist/",
+        ),
+        Source(
+            "fashion_mnist",
+            files=_idx_files(_FMNIST_URLS, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
+                                            "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+                             "Fashion-MNIST IDX"),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        Source(
+            "tinyshakespeare",
+            files=(RemoteFile("input.txt", ("https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",),
+                              md5="6fb458f1232090904fb40fe944165e91", note="tiny-shakespeare (karpathy/char-rnn)"),),
+            requires=("gpt2",),
+            homepage="https://github.com/karpathy/char-rnn/tree/master/data/tinyshakespeare",
+        ),
+        Source(
+            "gpt2",
+            files=(
+                RemoteFile("vocab.json", ("https://huggingface.co/openai-community/gpt2/resolve/main/vocab.json",),
+                           check=_check_gpt2_vocab, note="GPT-2 BPE vocabulary (checked by content: 50257 entries, known ids)"),
+                RemoteFile("merges.txt", ("https://huggingface.co/openai-community/gpt2/resolve/main/merges.txt",),
+                           md5="75a37753dd7a28a2c5df80c28bf06e4e", note="GPT-2 BPE merges"),
+            ),
+            homepage="https://huggingface.co/openai-community/gpt2",
+        ),
+        Source(
+            "bert-base-uncased",
+            files=(RemoteFile("vocab.txt", ("https://huggingface.co/google-bert/bert-base-uncased/resolve/main/vocab.txt",),
+                              check=_check_bert_vocab, note="BERT uncased WordPiece vocabulary (checked by content)"),),
+            homepage="https://huggingface.co/google-bert/bert-base-uncased",
+        ),
+        Source(
+            "wikitext2", kind="hf", hf=("Salesforce/wikitext", "wikitext-2-raw-v1", "wikitext-2-raw-v1"),
+            hf_splits=(HFSplit("train", ("train-00000-of-00001.parquet",)),
+                       HFSplit("validation", ("validation-00000-of-00001.parquet",)),
+                       HFSplit("test", ("test-00000-of-00001.parquet",))),
+            columns=("text",), requires=("gpt2",),
+            homepage="https://huggingface.co/datasets/Salesforce/wikitext",
+        ),
+        Source(
+            "wikitext103", kind="hf", hf=("Salesforce/wikitext", "wikitext-103-raw-v1", "wikitext-103-raw-v1"),
+            hf_splits=(HFSplit("train", ("train-00000-of-00002.parquet", "train-00001-of-00002.parquet")),
+                       HFSplit("validation", ("validation-00000-of-00001.parquet",)),
+                       HFSplit("test", ("test-00000-of-00001.parquet",))),
+            columns=("text",), requires=("gpt2",),
+            homepage="https://huggingface.co/datasets/Salesforce/wikitext",
+        ),
+        Source(
+            "imdb", kind="hf", hf=("stanfordnlp/imdb", "plain_text", "plain_text"),
+            hf_splits=(HFSplit("train", ("train-00000-of-00001.parquet",)),
+                       HFSplit("test", ("test-00000-of-00001.parquet",))),
+            columns=("text", "label"), requires=("bert-base-uncased",),
+            homepage="https://huggingface.co/datasets/stanfordnlp/imdb",
+        ),
+        Source(
+            "ag_news", kind="hf", hf=("fancyzhx/ag_news", None, "data"),
+            hf_splits=(HFSplit("train", ("train-00000-of-00001.parquet",)),
+                       HFSplit("test", ("test-00000-of-00001.parquet",))),
+            columns=("text", "label"), requires=("bert-base-uncased",),
+            homepage="https://huggingface.co/datasets/fancyzhx/ag_news",
+        ),
+    ]
+}
+
+#: Datasets generated from installed packages; `fetch` has nothing to do for them.
+EMBEDDED = {
+    "digits8": "sklearn.datasets.load_digits (ships with scikit-learn)",
+    "digits32": "sklearn.datasets.load_digits upsampled to 32x32 RGB",
+    "mnist1d": "generated offline by the mnist1d package (make_dataset, seed 42)",
+}
+
+
+def get_source(name: str) -> Source:
+    """The registry entry for `name`; an unknown name fails with the known ones."""
+    try:
+        return SOURCES[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; fetchable: {sorted(SOURCES)}, embedded: {sorted(EMBEDDED)}") from None
+
+
+@contextlib.contextmanager
+def override_checksums(name: str, md5: dict[str, str]) -> Iterator[Source]:
+    """Temporarily expect other md5s for some files of `name` (a private copy, a test fixture).
+
+    `md5` maps original file names to md5 hex digests; names not in the source are an error.
+    """
+    source = get_source(name)
+    known = {f.name for f in source.files}
+    unknown = set(md5) - known
+    if unknown:
+        raise KeyError(f"override_checksums({name!r}): unknown files {sorted(unknown)}; files: {sorted(known)}")
+    files = tuple(dataclasses.replace(f, md5=md5[f.name], check=None) if f.name in md5 else f for f in source.files)
+    SOURCES[name] = dataclasses.replace(source, files=files)
+    try:
+        yield SOURCES[name]
+    finally:
+        SOURCES[name] = source

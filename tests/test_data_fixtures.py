@@ -1,0 +1,169 @@
+"""Format-faithful miniature datasets for the data tests (real member names, keys and magics)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import struct
+import tarfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def real_mirror() -> Path | None:
+    """The offline mirror beside the checkout (`<repo>/../shared/datasets`), if present."""
+    candidates = [os.environ.get("OPTIREP_DATA_MIRROR"), REPO.parent / "shared" / "datasets", REPO / "shared" / "datasets"]
+    for c in candidates:
+        if c and (Path(c) / "tinyshakespeare" / "input.txt").is_file() and (Path(c) / "gpt2" / "vocab.json").is_file():
+            return Path(c)
+    return None
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def image_data(n: int, offset: int, classes: int, rng: np.random.Generator) -> tuple[np.ndarray, list[int]]:
+    """`n` CIFAR rows [n, 3072] whose first two bytes encode a unique id (offset + i); balanced labels."""
+    data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
+    ids = np.arange(offset, offset + n)
+    data[:, 0], data[:, 1] = ids // 256, ids % 256
+    labels = [int(i % classes) for i in range(n)]
+    return data, labels
+
+
+class _Py2Pickler(pickle._Pickler):
+    """Writes bytes as Python 2 `str` opcodes, as the real CIFAR batches (pickled by Python 2) do:
+    they load as bytes with encoding="bytes" (optirep) and as str with encoding="latin1" (torchvision)."""
+
+    dispatch = pickle._Pickler.dispatch.copy()
+
+    def _save_py2_str(self, obj: bytes) -> None:
+        n = len(obj)
+        self.write(pickle.SHORT_BINSTRING + bytes([n]) + obj if n < 256 else pickle.BINSTRING + struct.pack("<i", n) + obj)
+        self.memoize(obj)
+
+    dispatch[bytes] = _save_py2_str
+
+
+def py2_pickle(obj) -> bytes:
+    buf = io.BytesIO()
+    _Py2Pickler(buf, protocol=2).dump(obj)
+    return buf.getvalue()
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def make_cifar10(mirror: Path, per_batch: int = 20, n_test: int = 20, seed: int = 0) -> dict:
+    """`<mirror>/cifar10/cifar-10-python.tar.gz` with the real members and b"data"/b"labels" keys."""
+    rng = np.random.default_rng(seed)
+    out = mirror / "cifar10"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cifar-10-python.tar.gz"
+    train_x, train_y = [], []
+    with tarfile.open(path, "w:gz") as tar:
+        for b in range(1, 6):
+            data, labels = image_data(per_batch, (b - 1) * per_batch, 10, rng)
+            train_x.append(data)
+            train_y += labels
+            batch = {b"batch_label": f"training batch {b} of 5".encode(), b"labels": labels, b"data": data,
+                     b"filenames": [f"img{i}.png".encode() for i in range(per_batch)]}
+            _add(tar, f"cifar-10-batches-py/data_batch_{b}", py2_pickle(batch))
+        data, labels = image_data(n_test, 5 * per_batch, 10, rng)
+        _add(tar, "cifar-10-batches-py/test_batch",
+             py2_pickle({b"batch_label": b"testing batch 1 of 1", b"labels": labels, b"data": data}))
+        meta = {b"label_names": [f"c{i}".encode() for i in range(10)], b"num_cases_per_batch": per_batch, b"num_vis": 3072}
+        _add(tar, "cifar-10-batches-py/batches.meta", py2_pickle(meta))
+        _add(tar, "cifar-10-batches-py/readme.html", b"<html></html>")
+    return {"path": path, "md5": md5(path), "train_x": np.concatenate(train_x), "train_y": np.array(train_y),
+            "test_x": data, "test_y": np.array(labels)}
+
+
+def make_cifar100(mirror: Path, n_train: int = 300, n_test: int = 100, seed: int = 1) -> dict:
+    """`<mirror>/cifar100/cifar-100-python.tar.gz` with train/test/meta and b"fine_labels"."""
+    rng = np.random.default_rng(seed)
+    out = mirror / "cifar100"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "cifar-100-python.tar.gz"
+    tr, tr_y = image_data(n_train, 0, 100, rng)
+    te, te_y = image_data(n_test, n_train, 100, rng)
+    with tarfile.open(path, "w:gz") as tar:
+        for name, data, fine in (("train", tr, tr_y), ("test", te, te_y)):
+            d = {b"filenames": [b"x.png"] * len(fine), b"batch_label": name.encode(), b"fine_labels": fine,
+                 b"coarse_labels": [f // 5 for f in fine], b"data": data}
+            _add(tar, f"cifar-100-python/{name}", py2_pickle(d))
+        _add(tar, "cifar-100-python/meta", py2_pickle({b"fine_label_names": [], b"coarse_label_names": []}))
+    return {"path": path, "md5": md5(path), "train_x": tr, "train_y": np.array(tr_y)}
+
+
+def _idx_bytes(arr: np.ndarray) -> bytes:
+    # magic: two zero bytes, dtype code 0x08 (unsigned byte), number of dimensions
+    header = struct.pack(">BBBB", 0, 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def make_idx(mirror: Path, name: str = "mnist", n_train: int = 60, n_test: int = 20, seed: int = 2) -> dict:
+    """The four gzipped IDX files (magics 2051 images / 2049 labels) under `<mirror>/<name>/`."""
+    rng = np.random.default_rng(seed)
+    out = mirror / name
+    out.mkdir(parents=True, exist_ok=True)
+    arrays = {
+        "train-images-idx3-ubyte.gz": rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
+        "train-labels-idx1-ubyte.gz": (np.arange(n_train) % 10).astype(np.uint8),
+        "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
+        "t10k-labels-idx1-ubyte.gz": (np.arange(n_test) % 10).astype(np.uint8),
+    }
+    md5s = {}
+    for fname, arr in arrays.items():
+        with gzip.open(out / fname, "wb") as f:
+            f.write(_idx_bytes(arr))
+        md5s[fname] = md5(out / fname)
+    return {"arrays": arrays, "md5": md5s}
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else []
+
+
+# ---- the fixtures themselves must match the real formats, checked with torchvision's own readers
+
+
+def test_idx_fixture_reads_with_torchvision(tmp_path):
+    from torchvision.datasets.mnist import read_sn3_pascalvincent_tensor
+
+    fx = make_idx(tmp_path)
+    for fname, arr in fx["arrays"].items():
+        raw = tmp_path / fname.removesuffix(".gz")
+        raw.write_bytes(gzip.decompress((tmp_path / "mnist" / fname).read_bytes()))
+        np.testing.assert_array_equal(read_sn3_pascalvincent_tensor(str(raw)).numpy(), arr)
+    head = gzip.decompress((tmp_path / "mnist" / "train-images-idx3-ubyte.gz").read_bytes())[:4]
+    assert struct.unpack(">I", head)[0] == 2051
+
+
+def test_cifar_fixture_reads_with_torchvision(tmp_path):
+    import torchvision
+
+    fx = make_cifar10(tmp_path)
+    with tarfile.open(fx["path"]) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+
+    class NoCheck(torchvision.datasets.CIFAR10):
+        # the fixture's member md5s are not the real ones
+        meta = {**torchvision.datasets.CIFAR10.meta, "md5": md5(tmp_path / "x" / "cifar-10-batches-py" / "batches.meta")}
+
+        def _check_integrity(self):
+            return True
+
+    ds = NoCheck(str(tmp_path / "x"), train=True, download=False)
+    np.testing.assert_array_equal(ds.data, fx["train_x"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+    assert ds.targets == fx["train_y"].tolist()
