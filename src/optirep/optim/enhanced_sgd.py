@@ -1,2 +1,580 @@
-"""Placeholder: filled in by the optimizer-core work (issue 2)."""
-ENTRIES: list = []
+"""EnhancedSGD (GradRetentionNet): heavy-ball SGD with gradient centering, variance-based clipping,
+gradient noise and an epsilon-greedy Q-learning controller of the learning rate and momentum."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import deque
+from typing import Any, Callable
+
+import torch
+
+from ._base import Diagnostics, check_hp, check_not_sparse
+from .registry import Entry
+
+_NAME = "EnhancedSGD"
+_MULT = (0.95, 1.0, 1.05)
+_ADD = (-0.005, 0.0, 0.005)
+_SCALARS = ("lr_scale", "momentum_scale", "grad_scale")
+_BINS = 100
+
+# Diagnostic codes of one controller scalar's action: random multiplicative 0..2 / additive 3..5
+# (index into the action set), greedy "1 + Q[mult]" 6, greedy "Q[add]" 7.
+_GREEDY_MULT, _GREEDY_ADD = 6, 7
+
+
+def histogram_entropy(flat: torch.Tensor, sync_free: bool | None = None) -> torch.Tensor:
+    """The seed's gradient "entropy": -sum(h log h) over a 100-bin density histogram (+1e-12).
+
+    Densities are count / (N * bin width) over [min, max] (numpy's `density=True`; a constant
+    input gets numpy's range [x - 0.5, x + 0.5]); no bin-width factor in the sum, as in the seed.
+    Computed on the tensor's device and returned as a 0-d tensor. On CPU `torch.histc` is used
+    (its bounds are host floats, which costs nothing there); elsewhere the bins are filled with an
+    accumulating `index_put_` so that nothing waits on the host.
+    """
+    n = flat.numel()
+    lo, hi = torch.aminmax(flat)
+    flat_range = hi == lo
+    lo = torch.where(flat_range, lo - 0.5, lo)
+    hi = torch.where(flat_range, hi + 0.5, hi)
+    if sync_free is None:
+        sync_free = flat.device.type != "cpu"
+    if sync_free:
+        idx = ((flat - lo) * (_BINS / (hi - lo))).floor_().clamp_(0, _BINS - 1).long()
+        counts = torch.zeros(_BINS, dtype=flat.dtype, device=flat.device)
+        counts.index_put_((idx,), torch.ones((), dtype=flat.dtype, device=flat.device), accumulate=True)
+    else:
+        counts = torch.histc(flat, _BINS, float(lo), float(hi))
+    h = counts / (n * (hi - lo) / _BINS) + 1e-12
+    return -(h * h.log()).sum()
+
+
+class EnhancedSGD(torch.optim.Optimizer):
+    """Heavy-ball SGD + per-tensor gradient centering + variance-based clipping + N(0, s^2) gradient
+    noise, with an epsilon-greedy Q-learning controller of lr and momentum when a closure is given.
+
+    Seed:
+        waefrebeorn/GradRetentionNet @ bba81ed, `EnhancedSGD.py` (driver `main.py @ d87c684`);
+        spec: seeds-spec.md section 2. The repo's experiments never pass a closure, so they ran
+        Path A only; Path B (the README's Q-learning idea) is implemented as written.
+
+    Math:
+        Per step t, over the gradients of every group (g_all = all gradients concatenated):
+            V_t      = Var(g_all)  (unbiased)
+            sigma2  <- a V_t + (1 - a) sigma2                   a = smoothing_factor, sigma2_0 = 0
+            if |sigma2 - sigma2_prev| > 0.9: sigma2 <- 0.9 sigma2_prev + 0.1 sigma2   ("stabilisation")
+            H_t      = -sum_b (h_b + 1e-12) log(h_b + 1e-12), h = 100-bin histogram densities of g_all
+            c        = min(max(2 sqrt(sigma2), 0.5), 10) if sigma2 > 0 else +inf
+        Per parameter tensor p with gradient g (mu = group momentum, lr = group lr):
+            g <- g - mean(g)                      (gradient_centering; a 1-element g becomes 0)
+            g <- clamp(g, -c, c)                  (gradient_clipping)
+            g <- g + noise_scale * n,  n ~ N(0, 1) (apply_noise; dedicated generator)
+            retention: if H_t > 0.5 push g into a bounded deque (never read by the update)
+            b <- mu b + g;  p <- p - lr b         (heavy-ball, no dampening, no Nesterov)
+        Path A = the above with the group's lr and momentum (no closure, or controller=False).
+        Path B (closure given and controller=True), before the parameter update, with the loss L:
+            spike: if L > 1.5 mean(last 100 losses): lr_eff <- 0.5 lr_eff, mu <- 0.9 mu
+            state s = (round(L, 2), round(sigma2, 2), round(H_t, 2), epoch, 1)
+            action: with prob eps random (prob mix_prob: each scalar x in {lr_scale, momentum_scale,
+                grad_scale} gets a factor from {0.95, 1, 1.05}, else a delta from {-0.005, 0, 0.005}),
+                else greedy per scalar: 1 + Q[s][x_mult] if Q[s][x_mult] >= Q[s][x_add] else Q[s][x_add];
+                eps <- max(eps_min, eps_decay eps)
+            apply: a value in {0.95, 1.0, 1.05} multiplies x, any other value is added to x
+            d = max(0.5, 1 - epoch / 20);  lr_eff = lr * min(max(lr_scale, 0.5), 1.5 d), written back
+            to the group's lr; if adaptive_momentum: mu <- min(max(mu momentum_scale, 0.85), 0.99 d)
+            after the update: r = -(|sigma2 - sigma2_prev| + entropy_weight |H_t - H_{t-1}|),
+            s' = s, and for each scalar's key k: Q[s][k] += q_alpha (r + q_gamma max Q[s'] - Q[s][k]);
+            sigma2_prev <- sigma2.
+
+    Deviations from the seed:
+        - Each group keeps its own lr and momentum (the seed copies group 0's lr and the single
+          controller momentum into every group); with one group, as in every seed run, identical.
+        - Noise and exploration draws come from dedicated generators saved in `state_dict()`, not
+          from the global torch / Python RNGs; all controller state (Q-table, epsilon, sigma2,
+          sigma2_prev, last entropies, loss history, controller scalars, epoch) lives in
+          `self.state["controller"]`, so a resumed run is bit-identical (the seed's string keys in
+          `self.state` break `state_dict()`).
+        - The histogram is computed on the gradients' device (seed: numpy on the host).
+        - The seed's unused `slow_weights` (Lookahead, 1 P), `decay`, `usage_case`, `max_steps`,
+          `layer_type_scaling`, `grad_cam_scaling` and the never-called Bayesian initialisation and
+          `update_mix_prob` are left out; the unbounded grad-variance / entropy / lr history lists
+          are not kept (the last values are in `diagnostics()`).
+        - Retention (never read): in Path B the gradient is cloned into the deque when H_t > 0.5, as
+          in the seed; in Path A the decision is not brought to the host, so the deque holds
+          (H_t > 0.5 flag, gradient) pairs and `retained_gradients()` filters them. The deque is not
+          part of `state_dict()` since no update reads it.
+        - Seed bugs, kept by default, each with a flag that fixes it:
+          `fix_lr_compounding`: lr_eff = group lr * adjustment without writing it back (seed: the
+              written-back lr_eff is next step's base, so the lr compounds multiplicatively);
+          `fix_action_typing`: an action keeps the type it was chosen as (seed: a greedy value like
+              1 + Q = 0.9997 is outside {0.95, 1, 1.05}, so it is ADDED and lr_scale jumps by ~1;
+              the Q key is picked by the same membership test);
+          `fix_next_state`: Q(s_t, a_t) is updated at step t+1 with max Q(s_{t+1}) (seed: s' = s);
+          `fix_momentum_window`: mu is clamped to [0.85, 0.99] (seed: for epoch >= 3 the upper
+              bound 0.99 d falls below 0.85 and mu is forced to 0.99 d, 0.495 by epoch 10);
+          `fix_spike_correction`: the spike halving is applied to the group lr and persists (seed:
+              lr_eff is halved, then overwritten by base_lr * adjustment in the same step, so a
+              loss spike only damps the momentum);
+          `use_grad_scale`: multiply the processed gradient by clamp(grad_scale, 0.5, 1.5) (our
+              choice of range; seed: grad_scale is adapted but never used);
+          `apply_weight_decay`: add weight_decay * p to the processed gradient before momentum, as
+              torch SGD does (seed: weight_decay = 0.01 is stored in the defaults, never applied).
+
+    Warnings:
+        - Path B needs the loss, sigma2 and H_t as Python floats for the Q-table state: one host
+          sync per step (the seed's design). Path A has no host sync on accelerators.
+        - The Q-state contains the loss rounded to 0.01, so states almost never repeat and the
+          table grows by ~1 entry (6 floats) per step; `state_dict()` grows with it.
+        - The entropy uses densities without the bin width, so its scale depends on the gradient
+          range; for real gradients it is hugely negative and retention never triggers. The clip
+          floor 0.5 makes clipping inert for typical gradients.
+        - Centering zeroes the gradient of every 1-element tensor (e.g. a scalar bias / gain).
+        - With `grad_retention=True`, Path A keeps references to up to `gradient_buffer_size`
+          processed gradient tensors alive (about 1.6 P on ResNet-18); the seed's deque stays empty
+          in practice, so set `grad_retention=False` for memory measurements. It never changes an
+          update.
+        - The statistics need one concatenated copy of all gradients (1 P transient) per step.
+
+    Args:
+        params: parameters or param groups.
+        lr (0.01): learning rate.
+        momentum (0.9): heavy-ball momentum mu (the controller's starting value in Path B).
+        weight_decay (0.01): stored as in the seed; only applied with `apply_weight_decay=True`.
+        smoothing_factor (0.1): weight of the new variance in the sigma2 EMA.
+        gradient_centering (True), gradient_clipping (True), apply_noise (True): the mechanisms.
+        noise_scale (1e-4): standard deviation of the gradient noise.
+        controller (True): run Path B when `step()` gets a closure; False = Path A always.
+        adaptive_momentum (True): the controller adapts mu.
+        entropy_weight (0.1): weight of |dH| in the reward.
+        loss_correction_factor (0.5): lr factor on a loss spike.
+        spike_threshold (1.5): a loss above this times the mean of the last 100 is a spike.
+        stabilizing_factor (0.9): threshold and weight of the sigma2 "stabilisation".
+        q_alpha (0.1), q_gamma (0.9): Q-learning rate and discount.
+        q_epsilon (0.5), q_epsilon_decay (0.995), q_epsilon_min (0.01): exploration schedule.
+        q_mix_prob (0.8): probability that a random action is multiplicative.
+        grad_retention (True): keep the (never read) retention deque.
+        gradient_buffer_size (100): its maximum length.
+        fix_lr_compounding, fix_action_typing, fix_next_state, fix_momentum_window,
+        fix_spike_correction, use_grad_scale, apply_weight_decay (all False): see above.
+        seed (None): seed of the noise and exploration generators; None draws it from the global
+            torch RNG at construction.
+        foreach (None): None or True uses the torch._foreach_* path, False the reference loop.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 0.01,
+        momentum: float = 0.9,
+        weight_decay: float = 0.01,
+        smoothing_factor: float = 0.1,
+        gradient_centering: bool = True,
+        gradient_clipping: bool = True,
+        apply_noise: bool = True,
+        noise_scale: float = 1e-4,
+        controller: bool = True,
+        adaptive_momentum: bool = True,
+        entropy_weight: float = 0.1,
+        loss_correction_factor: float = 0.5,
+        spike_threshold: float = 1.5,
+        stabilizing_factor: float = 0.9,
+        q_alpha: float = 0.1,
+        q_gamma: float = 0.9,
+        q_epsilon: float = 0.5,
+        q_epsilon_decay: float = 0.995,
+        q_epsilon_min: float = 0.01,
+        q_mix_prob: float = 0.8,
+        grad_retention: bool = True,
+        gradient_buffer_size: int = 100,
+        fix_lr_compounding: bool = False,
+        fix_action_typing: bool = False,
+        fix_next_state: bool = False,
+        fix_momentum_window: bool = False,
+        fix_spike_correction: bool = False,
+        use_grad_scale: bool = False,
+        apply_weight_decay: bool = False,
+        seed: int | None = None,
+        foreach: bool | None = None,
+    ):
+        check_hp(isinstance(lr, (int, float)) and lr >= 0.0, "learning rate", lr, "must be >= 0")
+        check_hp(0.0 <= momentum < 1.0, "momentum", momentum, "must be in [0, 1)")
+        check_hp(weight_decay >= 0.0, "weight_decay", weight_decay, "must be >= 0")
+        check_hp(0.0 < smoothing_factor <= 1.0, "smoothing_factor", smoothing_factor, "must be in (0, 1]")
+        check_hp(noise_scale >= 0.0, "noise_scale", noise_scale, "must be >= 0")
+        check_hp(entropy_weight >= 0.0, "entropy_weight", entropy_weight, "must be >= 0")
+        check_hp(0.0 < loss_correction_factor <= 1.0, "loss_correction_factor", loss_correction_factor,
+                 "must be in (0, 1]")
+        check_hp(spike_threshold > 0.0, "spike_threshold", spike_threshold, "must be > 0")
+        check_hp(0.0 <= stabilizing_factor <= 1.0, "stabilizing_factor", stabilizing_factor, "must be in [0, 1]")
+        check_hp(0.0 < q_alpha <= 1.0, "q_alpha", q_alpha, "must be in (0, 1]")
+        check_hp(0.0 <= q_gamma < 1.0, "q_gamma", q_gamma, "must be in [0, 1)")
+        check_hp(0.0 <= q_epsilon <= 1.0, "q_epsilon", q_epsilon, "must be in [0, 1]")
+        check_hp(0.0 < q_epsilon_decay <= 1.0, "q_epsilon_decay", q_epsilon_decay, "must be in (0, 1]")
+        check_hp(0.0 <= q_epsilon_min <= 1.0, "q_epsilon_min", q_epsilon_min, "must be in [0, 1]")
+        check_hp(0.0 <= q_mix_prob <= 1.0, "q_mix_prob", q_mix_prob, "must be in [0, 1]")
+        check_hp(isinstance(gradient_buffer_size, int) and gradient_buffer_size >= 1, "gradient_buffer_size",
+                 gradient_buffer_size, "must be an int >= 1")
+        check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
+        defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, apply_weight_decay=apply_weight_decay,
+                        gradient_centering=gradient_centering, gradient_clipping=gradient_clipping,
+                        apply_noise=apply_noise, noise_scale=noise_scale, foreach=foreach)
+        super().__init__(params, defaults)
+        # Controller settings are optimizer-wide: the seed has one controller over all groups.
+        self.smoothing_factor = float(smoothing_factor)
+        self.controller = bool(controller)
+        self.adaptive_momentum = bool(adaptive_momentum)
+        self.entropy_weight = float(entropy_weight)
+        self.loss_correction_factor = float(loss_correction_factor)
+        self.spike_threshold = float(spike_threshold)
+        self.stabilizing_factor = float(stabilizing_factor)
+        self.q_alpha, self.q_gamma = float(q_alpha), float(q_gamma)
+        self.q_epsilon_decay, self.q_epsilon_min = float(q_epsilon_decay), float(q_epsilon_min)
+        self.q_mix_prob = float(q_mix_prob)
+        self.grad_retention = bool(grad_retention)
+        self.fix_lr_compounding = bool(fix_lr_compounding)
+        self.fix_action_typing = bool(fix_action_typing)
+        self.fix_next_state = bool(fix_next_state)
+        self.fix_momentum_window = bool(fix_momentum_window)
+        self.fix_spike_correction = bool(fix_spike_correction)
+        self.use_grad_scale = bool(use_grad_scale)
+        if seed is None:
+            seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        self.state["controller"] = dict(
+            step=0, epoch=1, seed=int(seed), epsilon=float(q_epsilon),
+            scales={k: 1.0 for k in _SCALARS}, q_table={}, loss_history=[], pending=None,
+            sigma2=None, sigma2_prev=None, entropy=None, entropy_prev=None,
+        )
+        self._explore_gen = torch.Generator().manual_seed(int(seed) + 1)
+        self._noise_gen: torch.Generator | None = None
+        self._retained: deque = deque(maxlen=gradient_buffer_size)
+        self._diag = Diagnostics()
+
+    # --- state -------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        """Record the current epoch (the seed's `current_epoch`; enters the Q-state and the decay d)."""
+        self.state["controller"]["epoch"] = int(epoch)
+
+    def _noise_generator(self, device: torch.device) -> torch.Generator:
+        if self._noise_gen is None or self._noise_gen.device != device:
+            self._noise_gen = torch.Generator(device=device).manual_seed(self.state["controller"]["seed"])
+        return self._noise_gen
+
+    def state_dict(self) -> dict[str, Any]:
+        sd = super().state_dict()
+        ctl = copy.deepcopy(self.state["controller"])
+        ctl["explore_rng"] = self._explore_gen.get_state()
+        if self._noise_gen is not None:
+            ctl["noise_rng"] = self._noise_gen.get_state()
+            ctl["noise_rng_device"] = str(self._noise_gen.device)
+        sd["state"]["controller"] = ctl
+        return sd
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict, state=dict(state_dict["state"]))
+        ctl = copy.deepcopy(state_dict["state"].pop("controller", None))
+        if ctl is None:
+            raise KeyError("EnhancedSGD.load_state_dict: state_dict['state'] has no 'controller' entry "
+                           "(not saved by EnhancedSGD)")
+        super().load_state_dict(state_dict)
+        ctl["q_table"] = {tuple(k): v for k, v in ctl["q_table"].items()}
+        self._explore_gen = torch.Generator()
+        self._explore_gen.set_state(ctl.pop("explore_rng"))
+        self._noise_gen = None
+        if "noise_rng" in ctl:
+            device = torch.device(ctl.pop("noise_rng_device"))
+            self._noise_gen = torch.Generator(device=device)
+            self._noise_gen.set_state(ctl.pop("noise_rng"))
+        device = next((p.device for g in self.param_groups for p in g["params"]), torch.device("cpu"))
+        for key in ("sigma2", "sigma2_prev", "entropy", "entropy_prev"):
+            if isinstance(ctl[key], torch.Tensor):
+                ctl[key] = ctl[key].to(device)
+        self.state["controller"] = ctl
+
+    # --- diagnostics -------------------------------------------------------------------------
+    def diagnostics(self) -> dict[str, float]:
+        """Last value and mean since the previous call of: lr (effective, group 0), momentum, sigma2,
+        entropy, clip (bound; inf = off), epsilon, lr_scale, and with the controller reward,
+        explore (1 = random action) and action_<scalar> (code: random mult 0-2, random add 3-5,
+        greedy mult 6, greedy add 7). One host sync per call."""
+        return self._diag.read()
+
+    def retained_gradients(self) -> list[torch.Tensor]:
+        """The retention deque's gradients (only those whose step had H > 0.5); syncs once per entry."""
+        return [g for flag, g in self._retained if bool(flag)]
+
+    # --- step --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None, current_epoch: int | None = None):
+        """One update. With a closure (and controller=True) the Q-learning controller runs (Path B)."""
+        if current_epoch is not None:
+            self.set_epoch(current_epoch)
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        ctl = self.state["controller"]
+        ctl["step"] += 1
+
+        per_group = []
+        all_grads = []
+        for group in self.param_groups:
+            ps, gs = [], []
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                check_not_sparse(p.grad, _NAME)
+                ps.append(p)
+                gs.append(p.grad)
+            per_group.append((ps, gs))
+            all_grads.extend(gs)
+        if not all_grads:
+            return loss
+
+        run_controller = self.controller and loss is not None
+        clip = None
+        if any(g["gradient_clipping"] for g in self.param_groups) or self.grad_retention or self.controller:
+            sigma2, entropy = self._update_stats(all_grads)
+            if any(g["gradient_clipping"] for g in self.param_groups):
+                bound = (2.0 * sigma2.sqrt()).clamp(0.5, 10.0)
+                clip = torch.where(sigma2 > 0, bound, torch.full_like(bound, math.inf))
+                self._diag.record("clip", clip)
+            self._diag.record("sigma2", sigma2)
+            self._diag.record("entropy", entropy)
+
+        if run_controller:
+            lrs, moms, gscale, obs = self._control(loss)
+        else:
+            lrs = [g["lr"] for g in self.param_groups]
+            moms = [g["momentum"] for g in self.param_groups]
+            gscale, obs = None, None
+
+        noise_gen = self._noise_generator(all_grads[0].device)
+        for group, (ps, gs), lr, mu in zip(self.param_groups, per_group, lrs, moms):
+            if not ps:
+                continue
+            bufs = []
+            for p in ps:
+                st = self.state[p]
+                if "momentum_buffer" not in st:
+                    st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                bufs.append(st["momentum_buffer"])
+            fn = self._group_reference if group["foreach"] is False else self._group_foreach
+            processed = fn(group, ps, gs, bufs, lr, mu, clip, gscale, noise_gen)
+            if self.grad_retention:
+                self._retain(processed, gs, obs)
+
+        self._diag.record("lr", lrs[0])
+        self._diag.record("momentum", moms[0])
+        self._diag.record("epsilon", ctl["epsilon"])
+        self._diag.record("lr_scale", ctl["scales"]["lr_scale"])
+        if run_controller:
+            self._learn(obs)
+        return loss
+
+    def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
+        ctl = self.state["controller"]
+        dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        flat = torch.cat([g.reshape(-1).to(dtype) for g in grads])
+        # Var of one element is undefined (the seed gets NaN); 0 keeps clipping off instead.
+        var = flat.var() if flat.numel() > 1 else flat.new_zeros(())
+        zero = flat.new_zeros(())
+        old = ctl["sigma2"] if ctl["sigma2"] is not None else zero
+        prev = ctl["sigma2_prev"] if ctl["sigma2_prev"] is not None else zero
+        a, k = self.smoothing_factor, self.stabilizing_factor
+        sigma2 = a * var + (1 - a) * old.to(dtype)
+        prev = prev.to(dtype)
+        sigma2 = torch.where((sigma2 - prev).abs() > k, prev * k + (1 - k) * sigma2, sigma2)
+        entropy = histogram_entropy(flat)
+        ctl["sigma2"], ctl["sigma2_prev"] = sigma2, prev
+        ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
+        return sigma2, entropy
+
+    # Both group updates apply the same ops in the same order, drawing the noise tensor by tensor
+    # from the same generator, so they agree in float64 to rounding.
+    def _group_reference(self, group, ps, gs, bufs, lr, mu, clip, gscale, gen):
+        out = []
+        for p, g, buf in zip(ps, gs, bufs):
+            if group["gradient_centering"]:
+                g = g - g.mean()
+            if clip is not None and group["gradient_clipping"]:
+                g = torch.clamp(g, min=-clip, max=clip)
+            if group["apply_noise"]:
+                n = torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype)
+                g = torch.add(g, n, alpha=group["noise_scale"])
+            if gscale is not None:
+                g = torch.mul(g, gscale)
+            if group["apply_weight_decay"] and group["weight_decay"] != 0:
+                g = torch.add(g, p, alpha=group["weight_decay"])
+            buf.mul_(mu).add_(g)
+            p.add_(buf, alpha=-lr)
+            out.append(g)
+        return out
+
+    def _group_foreach(self, group, ps, gs, bufs, lr, mu, clip, gscale, gen):
+        fresh = False  # whether `gs` are our own tensors (never modify p.grad in place)
+        if group["gradient_centering"]:
+            gs = torch._foreach_sub(gs, [g.mean() for g in gs])
+            fresh = True
+        if clip is not None and group["gradient_clipping"]:
+            if fresh:
+                torch._foreach_clamp_min_(gs, [-clip] * len(gs))
+            else:
+                gs = torch._foreach_clamp_min(gs, [-clip] * len(gs))
+                fresh = True
+            torch._foreach_clamp_max_(gs, [clip] * len(gs))
+        if group["apply_noise"]:
+            noise = [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
+            if fresh:
+                torch._foreach_add_(gs, noise, alpha=group["noise_scale"])
+            else:
+                gs = torch._foreach_add(gs, noise, alpha=group["noise_scale"])
+                fresh = True
+        if gscale is not None:
+            gs = torch._foreach_mul(gs, gscale)
+        if group["apply_weight_decay"] and group["weight_decay"] != 0:
+            gs = torch._foreach_add(gs, ps, alpha=group["weight_decay"])
+        torch._foreach_mul_(bufs, mu)
+        torch._foreach_add_(bufs, gs)
+        torch._foreach_add_(ps, bufs, alpha=-lr)
+        return gs
+
+    def _retain(self, processed, raw, obs) -> None:
+        entropy = self.state["controller"]["entropy"]
+        if obs is not None:  # Path B: H is already on the host
+            if obs["entropy"] > 0.5:
+                self._retained.extend(g.detach().clone() for g in processed)
+            return
+        flag = entropy > 0.5
+        for g, r in zip(processed, raw):
+            self._retained.append((flag, g.detach().clone() if g is r else g.detach()))
+
+    # --- controller (Path B) -----------------------------------------------------------------
+    def _control(self, loss) -> tuple[list[float], list[float], float | None, dict]:
+        """Loss-spike check, epsilon-greedy action, lr / momentum adjustment. One host sync."""
+        ctl = self.state["controller"]
+        loss_t = loss.detach() if isinstance(loss, torch.Tensor) else torch.tensor(float(loss))
+        dev = ctl["sigma2"].device
+        prev_h = ctl["entropy_prev"] if ctl["entropy_prev"] is not None else ctl["entropy"]
+        vals = torch.stack([loss_t.reshape(()).to(dev, torch.float64), ctl["sigma2"].double(),
+                            ctl["sigma2_prev"].double(), ctl["entropy"].double(), prev_h.double()]).tolist()
+        obs = dict(zip(("loss", "sigma2", "sigma2_prev", "entropy", "entropy_prev"), vals))
+        epoch = ctl["epoch"]
+
+        hist = ctl["loss_history"]
+        hist.append(obs["loss"])
+        if len(hist) > 100:
+            del hist[0]
+        spike = obs["loss"] > self.spike_threshold * (sum(hist) / len(hist))
+        moms = [g["momentum"] for g in self.param_groups]
+        if spike:
+            moms = [m * 0.9 for m in moms]
+            if self.fix_spike_correction:
+                for g in self.param_groups:
+                    g["lr"] = g["lr"] * self.loss_correction_factor
+            # else: the seed halves lr_eff here and overwrites it below in the same step.
+
+        s = (round(obs["loss"], 2), round(obs["sigma2"], 2), round(obs["entropy"], 2), int(epoch), 1)
+        if self.fix_next_state and ctl["pending"] is not None:
+            ps, pkeys, pr = ctl["pending"]
+            self._q_update(tuple(ps), [tuple(k) for k in pkeys], pr, s)
+        action = self._choose(s)
+        scales = ctl["scales"]
+        for name, value, kind in action:
+            if kind == "mult":
+                scales[name] *= value
+            else:
+                scales[name] += value
+
+        d = max(0.5, 1 - epoch / 20)
+        lr_adj = min(max(scales["lr_scale"], 0.5), 1.5 * d)
+        lrs = []
+        for m_i, g in enumerate(self.param_groups):
+            lr_eff = g["lr"] * lr_adj
+            if not self.fix_lr_compounding:
+                g["lr"] = lr_eff
+            lrs.append(lr_eff)
+            if self.adaptive_momentum:
+                hi = 0.99 if self.fix_momentum_window else 0.99 * d
+                moms[m_i] = min(max(moms[m_i] * scales["momentum_scale"], 0.85), hi)
+            g["momentum"] = moms[m_i]
+        gscale = min(max(scales["grad_scale"], 0.5), 1.5) if self.use_grad_scale else None
+        obs.update(state=s, action=action)
+        return lrs, moms, gscale, obs
+
+    def _new_q_row(self) -> dict[str, float]:
+        row = {f"{k}_mult": 0.0 for k in _SCALARS}
+        row.update({f"{k}_add": 0.0 for k in _SCALARS})
+        return row
+
+    def _choose(self, s) -> list[tuple[str, float, str]]:
+        """[(scalar, value, kind)], kind = how it is applied and which Q key it updates."""
+        ctl = self.state["controller"]
+        gen = self._explore_gen
+        action = []
+        if float(torch.rand((), generator=gen, dtype=torch.float64)) < ctl["epsilon"]:
+            mult = float(torch.rand((), generator=gen, dtype=torch.float64)) < self.q_mix_prob
+            values = _MULT if mult else _ADD
+            for name in _SCALARS:
+                i = int(torch.randint(0, 3, (), generator=gen))
+                action.append((name, values[i], "mult" if mult else "add", i + (0 if mult else 3)))
+            explore = 1.0
+        else:
+            row = ctl["q_table"].setdefault(s, self._new_q_row())
+            for name in _SCALARS:
+                qm, qa = row[f"{name}_mult"], row[f"{name}_add"]
+                if qm >= qa:
+                    action.append((name, 1.0 + qm, "mult", _GREEDY_MULT))
+                else:
+                    action.append((name, qa, "add", _GREEDY_ADD))
+            explore = 0.0
+        ctl["epsilon"] = max(self.q_epsilon_min, ctl["epsilon"] * self.q_epsilon_decay)
+        self._diag.record("explore", explore)
+        out = []
+        for name, value, typed, code in action:
+            self._diag.record(f"action_{name}", float(code))
+            kind = typed if self.fix_action_typing else ("mult" if value in _MULT else "add")
+            out.append((name, value, kind))
+        return out
+
+    def _q_update(self, s, keys: list[tuple[str, str]], reward: float, s_next) -> None:
+        q = self.state["controller"]["q_table"]
+        row = q.setdefault(s, self._new_q_row())
+        future = max(q[s_next].values()) if s_next in q else 0.0
+        for name, kind in keys:
+            k = f"{name}_{kind}"
+            row[k] += self.q_alpha * (reward + self.q_gamma * future - row[k])
+
+    def _learn(self, obs: dict) -> None:
+        """Reward and Q-update after the parameter update (seed: s' = s)."""
+        ctl = self.state["controller"]
+        reward = -(abs(obs["sigma2"] - obs["sigma2_prev"])
+                   + self.entropy_weight * abs(obs["entropy"] - obs["entropy_prev"]))
+        keys = [(name, kind) for name, _, kind in obs["action"]]
+        if self.fix_next_state:
+            ctl["pending"] = (obs["state"], keys, reward)
+        else:
+            self._q_update(obs["state"], keys, reward, obs["state"])
+        ctl["sigma2_prev"] = ctl["sigma2"]
+        self._diag.record("reward", reward)
+
+
+def _to_sgd(hp: dict) -> dict:
+    """torch SGD kwargs: weight decay only where EnhancedSGD applies it (the seed never does)."""
+    wd = hp.get("weight_decay", 0.01) if hp.get("apply_weight_decay", False) else 0.0
+    return {"lr": hp["lr"], "momentum": hp["momentum"], "dampening": 0.0, "nesterov": False, "weight_decay": wd}
+
+
+_MECHANISMS_OFF = dict(gradient_centering=False, gradient_clipping=False, apply_noise=False,
+                       controller=False, grad_retention=False)
+
+ENTRIES: list[Entry] = [
+    Entry("enhanced_sgd", EnhancedSGD, {"lr": 0.01, "momentum": 0.9}, "sgd",
+          mechanisms_off=_MECHANISMS_OFF, to_baseline=_to_sgd, needs_closure=True,
+          summary="EnhancedSGD with its Q-learning controller (Path B: step() gets a closure)"),
+    Entry("enhanced_sgd_noclosure", EnhancedSGD, {"lr": 0.01, "momentum": 0.9, "controller": False}, "sgd",
+          mechanisms_off=_MECHANISMS_OFF, to_baseline=_to_sgd,
+          summary="EnhancedSGD as the seed's experiments ran it (Path A: no controller): "
+                  "heavy-ball SGD + gradient centering + clipping + noise"),
+]
