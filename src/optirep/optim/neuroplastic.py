@@ -1,2 +1,788 @@
-"""Placeholder: filled in by the optimizer-core work (issue 2)."""
-ENTRIES: list = []
+"""NeuroPlastic: gradient steps scaled by a per-element plasticity coefficient, plus its design-space variants.
+
+    from optirep import optim
+    opt = optim.build("neuroplastic", model.parameters(), lr=0.1, warmup_epochs=2, plasticity_scale=2.0)
+    for epoch in range(1, epochs + 1):
+        opt.set_epoch(epoch)          # the warm-up and phase gates are per epoch (1-based, as the seed)
+        ...
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from ._base import Diagnostics, check_betas, check_hp, params_with_grad
+from .registry import Entry
+
+_NAME = "NeuroPlastic"
+
+# The seed hard-codes the three trace decays.
+_ACTIVITY_DECAY = 0.95
+_MOMENTUM_DECAY = 0.9
+_VARIANCE_DECAY = 0.99
+# The seed's floor inside the LR controller's log ratio.
+_LOG_FLOOR = 1e-8
+
+MODES = ("rule_based", "ablation_grad_only")
+UPDATE_RULES = ("classic", "bounded_residual", "orthogonal_residual", "hybrid")
+CONTROLLER_MODES = ("off", "global", "layerwise", "classifier_only")
+ORTHOGONAL_SCHEDULES = ("constant", "late", "cosine")
+HYBRID_BASES = ("adamw", "sgd_momentum")
+HYBRID_TARGETS = ("gain", "momentum", "trust_ratio")
+PHASE_SCOPES = ("all", "early", "middle", "late")
+LAYER_SCOPES = ("all", "early_blocks", "late_blocks", "classifier")
+# Layer groups by parameter order (the seed's "stem" group is unreachable and left out).
+_LAYER_NAMES = ("early_blocks", "late_blocks", "classifier")
+
+
+class NeuroPlastic(torch.optim.Optimizer):
+    """NeuroPlastic (arXiv:2604.26297): SGD whose gradient is scaled per element by a plasticity coefficient.
+
+    Seed:
+        arXiv:2604.26297 and Sunnylincc/NeuroPlastic-Optimizer @ d96dc2a (classic path as at 76ff436),
+        as specified in section 4 of the project's seeds spec (seed 001).
+
+    Math:
+        Per parameter tensor p with gradient g (all statistics per tensor, mean(.) over its elements),
+        states a (activity), m, v start at zero:
+            a <- 0.95 a + 0.05 |g|;  m <- 0.9 m + 0.1 g;  v <- 0.99 v + 0.01 g^2   (no bias correction)
+            N(x) = x / (mean(x) + eps)
+            G = N(|g|),  Act = N(a),  Mem = N(|m| / (sqrt(v) + eps))
+            alpha_g = clip(G, amin, amax)
+            alpha_f = clip(w_a Act + w_g G + w_m Mem, amin, amax)
+            (parameterwise=False: each is clip(mean(.)) of its signal, a per-tensor scalar)
+            gate = 1 if warmup_epochs == 0 else clip((epoch - 1) / warmup_epochs, 0, 1)
+            alpha = alpha_g + gate * plasticity_scale * (alpha_f - alpha_g)    (NOT re-clipped)
+            mode "ablation_grad_only": alpha = alpha_g and no trace state at all.
+        Update direction u by `update_rule`:
+            classic:              u = alpha g
+            bounded_residual:     r = (alpha - 1) g clipped to ||r|| <= residual_max_ratio ||g||;  u = g + r
+            orthogonal_residual:  q = (alpha - alpha_g) g minus its projection on g
+                                  (q <- q ||g|| / (||q|| + eps) if match_grad_norm),
+                                  q <- orthogonal_lambda * schedule(progress) * q, clipped to
+                                  orthogonal_max_ratio ||g||;  u = g + q
+            hybrid:               base = adamw: m_hat / (sqrt(v_hat) + eps) (own buffers, betas base_betas,
+                                  bias-corrected) | sgd_momentum: b <- base_momentum b + (g + wd p);
+                                  s = alpha - 1; delta = s base (gain) | s m_ref (momentum: m_hat or b)
+                                  | s (clip(||p|| / (||base|| + eps), 0.5, 1.5) - 1) base (trust_ratio);
+                                  delta <- modulation_strength * phase_gate * layer_gate * delta, clipped to
+                                  modulation_max_ratio ||base||;  u = base + delta
+        Weight decay: coupled u <- u + wd p (classic/residual rules, decoupled_weight_decay=False);
+            p <- p (1 - lr_eff wd) before the step for decoupled_weight_decay=True and the AdamW hybrid;
+            inside the momentum buffer for the SGD hybrid.
+        Homeostatic stabiliser: if ||u|| > max_update_norm: u <- u max_update_norm / (||u|| + eps);
+            rms = sqrt(mean(u^2) + eps); u <- clip(1 + adaptation_rate (target_rms - rms), 0.5, 1.5) u.
+        LR controller (lr_controller_mode != off): sigma = mean(log(max(alpha, 1e-8) / max(alpha_g, 1e-8)))
+            per tensor (non-finite -> 0; 0 in the ablation mode); tensors grouped by position in the
+            optimizer's parameter order: classifier = last 2, early_blocks = first half of the rest,
+            late_blocks = the remainder; mult = clip(1 + lr_controller_strength * mean(sigma),
+            lr_controller_low, lr_controller_high) over all tensors (global), per layer group
+            (layerwise) or for the classifier only (classifier_only; others 1).
+        p <- p - lr_eff u,  lr_eff = lr * mult.
+        progress = epoch / T with T = total_epochs (set_total_epochs) or 1; phase gates: early
+            progress < 1/3, middle [1/3, 2/3), late >= 2/3; orthogonal schedule: constant 1,
+            late 1[progress >= 0.3], cosine (1 - cos(pi min(progress, 1))) / 2.
+
+    Deviations from the seed:
+        * State is allocated per mode: classic/residual/orthogonal = activity, momentum, variance (3P);
+          ablation_grad_only = none; hybrid adds 2P (adamw) or 1P (sgd_momentum). The seed at HEAD
+          allocates 5P for every mode. The math is unchanged.
+        * Diagnostics are computed on the device every `diag_every` steps and synced once per
+          `diagnostics()` call; the seed syncs ~20 times and builds a CPU histogram per tensor per step.
+        * The seed's runner never calls set_total_epochs, so T = 1, "late" is always on and
+          early/middle always off. That is the default here (total_epochs=None); pass
+          `total_epochs=<epochs>` (or call set_total_epochs) for the intended phase gates.
+        * [A] The phase boundaries (thirds), the cosine schedule's direction (ramp up), the layer gate
+          (`layer_scope`), `hybrid_target` default "gain", `match_grad_norm` default False,
+          orthogonal/hybrid defaults `orthogonal_schedule="constant"`, `phase_scope="all"`, the eps in
+          the projection and ratio denominators, m_ref = bias-corrected Adam m / SGD buffer,
+          and the LR controller using the current step's sigma are not recorded in the spec: chosen
+          here, each is a flag.
+        * [A] The spec's stabiliser set-point `target_rms * scale_layer` leaves scale_layer undefined;
+          taken as 1.
+        * `layerwise` (unused in the seed since 72ec610) is not implemented.
+        * The trace EMAs are computed with lerp (a + 0.05 (|g| - a)); equal to the seed's
+          0.95 a + 0.05 |g| up to rounding.
+
+    Warnings:
+        * alpha is not re-clipped after mixing: with plasticity_scale=2 it lies in [2 amin - amax,
+          2 amax - amin] = [-1.6, 3.8], so some elements ascend the loss (see diagnostics
+          `alpha_frac_negative`).
+        * With max_update_norm=1 every tensor's step is at most lr in norm; with the hybrid AdamW base
+          (norm ~ sqrt(n)) that clip rescales nearly every step: the hybrid is then a per-tensor
+          normalised Adam, not AdamW (flag max_update_norm=inf to remove it).
+        * `set_epoch` must be called by the training loop, or the warm-up gate stays at epoch 1
+          (alpha = alpha_g when warmup_epochs > 0).
+
+    Args:
+        params: parameters or param groups.
+        lr: learning rate (seed class default 1e-3; the paper's locked config uses 0.1).
+        weight_decay: L2 coefficient (default 0).
+        mode: "rule_based" (full method) or "ablation_grad_only" (alpha = alpha_g).
+        activity_weight, gradient_weight, memory_weight: w_a, w_g, w_m (0.4, 0.4, 0.2).
+        amin, amax: clamp of alpha_g and alpha_f (0.2, 2.0; the grad-only ablation config uses 0.5, 1.5).
+        parameterwise: per-element coefficients (True) or per-tensor means (False).
+        warmup_epochs: epochs over which the full coefficient is blended in (0).
+        plasticity_scale: ps (1.0; locked config 2.0).
+        eps: 1e-8, used in every normalisation and the Adam base.
+        max_update_norm, target_rms, adaptation_rate: homeostatic stabiliser (1.0, 0.02, 0.01).
+        decoupled_weight_decay: apply weight decay as p <- p (1 - lr wd) (False).
+        update_rule: "classic", "bounded_residual", "orthogonal_residual" or "hybrid".
+        lr_controller_mode: "off", "global", "layerwise" or "classifier_only".
+        lr_controller_strength, lr_controller_low, lr_controller_high: 0.1, 0.8, 1.2.
+        residual_max_ratio: 0.5.
+        orthogonal_lambda, orthogonal_max_ratio, orthogonal_schedule, match_grad_norm: 0.1, 0.5,
+            "constant", False.
+        hybrid_base: "adamw" or "sgd_momentum"; hybrid_target: "gain", "momentum" or "trust_ratio".
+        modulation_strength, modulation_max_ratio: 0.15, 0.25.
+        base_betas: Adam base betas (0.9, 0.999); base_momentum: SGD base momentum 0.9.
+        phase_scope: "all", "early", "middle", "late"; layer_scope: "all", "early_blocks",
+            "late_blocks", "classifier" (hybrid modulation gates).
+        total_epochs: None (seed: T = 1) or the run's epoch count for the phase gates.
+        diag_every: compute diagnostics every this many steps (0 = never; default 50).
+        foreach: None/True = fast `torch._foreach_*` path, False = single-tensor reference loop.
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        weight_decay: float = 0.0,
+        mode: str = "rule_based",
+        activity_weight: float = 0.4,
+        gradient_weight: float = 0.4,
+        memory_weight: float = 0.2,
+        amin: float = 0.2,
+        amax: float = 2.0,
+        parameterwise: bool = True,
+        warmup_epochs: int = 0,
+        plasticity_scale: float = 1.0,
+        eps: float = 1e-8,
+        max_update_norm: float = 1.0,
+        target_rms: float = 0.02,
+        adaptation_rate: float = 0.01,
+        decoupled_weight_decay: bool = False,
+        update_rule: str = "classic",
+        lr_controller_mode: str = "off",
+        lr_controller_strength: float = 0.1,
+        lr_controller_low: float = 0.8,
+        lr_controller_high: float = 1.2,
+        residual_max_ratio: float = 0.5,
+        orthogonal_lambda: float = 0.1,
+        orthogonal_max_ratio: float = 0.5,
+        orthogonal_schedule: str = "constant",
+        match_grad_norm: bool = False,
+        hybrid_base: str = "adamw",
+        hybrid_target: str = "gain",
+        modulation_strength: float = 0.15,
+        modulation_max_ratio: float = 0.25,
+        base_betas: tuple[float, float] = (0.9, 0.999),
+        base_momentum: float = 0.9,
+        phase_scope: str = "all",
+        layer_scope: str = "all",
+        total_epochs: int | None = None,
+        diag_every: int = 50,
+        foreach: bool | None = None,
+    ) -> None:
+        check_hp(lr >= 0.0, "lr", lr, "must be >= 0")
+        check_hp(weight_decay >= 0.0, "weight_decay", weight_decay, "must be >= 0")
+        check_hp(mode in MODES, "mode", mode, f"must be one of {', '.join(MODES)}")
+        for name, w in (("activity_weight", activity_weight), ("gradient_weight", gradient_weight),
+                        ("memory_weight", memory_weight)):
+            check_hp(math.isfinite(w), name, w, "must be finite")
+        check_hp(amin >= 0.0, "amin", amin, "must be >= 0")
+        check_hp(amax >= amin, "amax", amax, f"must be >= amin ({amin})")
+        check_hp(isinstance(warmup_epochs, int) and warmup_epochs >= 0, "warmup_epochs", warmup_epochs,
+                 "must be an int >= 0")
+        check_hp(plasticity_scale >= 0.0, "plasticity_scale", plasticity_scale, "must be >= 0")
+        check_hp(eps > 0.0, "eps", eps, "must be > 0")
+        check_hp(max_update_norm > 0.0, "max_update_norm", max_update_norm, "must be > 0 (inf turns the clip off)")
+        check_hp(target_rms >= 0.0, "target_rms", target_rms, "must be >= 0")
+        check_hp(adaptation_rate >= 0.0, "adaptation_rate", adaptation_rate, "must be >= 0")
+        check_hp(update_rule in UPDATE_RULES, "update_rule", update_rule, f"must be one of {', '.join(UPDATE_RULES)}")
+        check_hp(lr_controller_mode in CONTROLLER_MODES, "lr_controller_mode", lr_controller_mode,
+                 f"must be one of {', '.join(CONTROLLER_MODES)}")
+        check_hp(lr_controller_strength >= 0.0, "lr_controller_strength", lr_controller_strength, "must be >= 0")
+        check_hp(0.0 < lr_controller_low <= 1.0, "lr_controller_low", lr_controller_low, "must be in (0, 1]")
+        check_hp(lr_controller_high >= 1.0, "lr_controller_high", lr_controller_high, "must be >= 1")
+        check_hp(residual_max_ratio >= 0.0, "residual_max_ratio", residual_max_ratio, "must be >= 0")
+        check_hp(orthogonal_lambda >= 0.0, "orthogonal_lambda", orthogonal_lambda, "must be >= 0")
+        check_hp(orthogonal_max_ratio >= 0.0, "orthogonal_max_ratio", orthogonal_max_ratio, "must be >= 0")
+        check_hp(orthogonal_schedule in ORTHOGONAL_SCHEDULES, "orthogonal_schedule", orthogonal_schedule,
+                 f"must be one of {', '.join(ORTHOGONAL_SCHEDULES)}")
+        check_hp(hybrid_base in HYBRID_BASES, "hybrid_base", hybrid_base, f"must be one of {', '.join(HYBRID_BASES)}")
+        check_hp(hybrid_target in HYBRID_TARGETS, "hybrid_target", hybrid_target,
+                 f"must be one of {', '.join(HYBRID_TARGETS)}")
+        check_hp(modulation_strength >= 0.0, "modulation_strength", modulation_strength, "must be >= 0")
+        check_hp(modulation_max_ratio >= 0.0, "modulation_max_ratio", modulation_max_ratio, "must be >= 0")
+        check_betas(base_betas, "base_betas")
+        check_hp(0.0 <= base_momentum < 1.0, "base_momentum", base_momentum, "must be in [0, 1)")
+        check_hp(phase_scope in PHASE_SCOPES, "phase_scope", phase_scope, f"must be one of {', '.join(PHASE_SCOPES)}")
+        check_hp(layer_scope in LAYER_SCOPES, "layer_scope", layer_scope, f"must be one of {', '.join(LAYER_SCOPES)}")
+        check_hp(total_epochs is None or (isinstance(total_epochs, int) and total_epochs >= 1), "total_epochs",
+                 total_epochs, "must be None or an int >= 1")
+        check_hp(isinstance(diag_every, int) and diag_every >= 0, "diag_every", diag_every, "must be an int >= 0")
+        check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
+        defaults = dict(
+            lr=lr, weight_decay=weight_decay, mode=mode, activity_weight=activity_weight,
+            gradient_weight=gradient_weight, memory_weight=memory_weight, amin=amin, amax=amax,
+            parameterwise=parameterwise, warmup_epochs=warmup_epochs, plasticity_scale=plasticity_scale, eps=eps,
+            max_update_norm=max_update_norm, target_rms=target_rms, adaptation_rate=adaptation_rate,
+            decoupled_weight_decay=decoupled_weight_decay, update_rule=update_rule,
+            lr_controller_mode=lr_controller_mode, lr_controller_strength=lr_controller_strength,
+            lr_controller_low=lr_controller_low, lr_controller_high=lr_controller_high,
+            residual_max_ratio=residual_max_ratio, orthogonal_lambda=orthogonal_lambda,
+            orthogonal_max_ratio=orthogonal_max_ratio, orthogonal_schedule=orthogonal_schedule,
+            match_grad_norm=match_grad_norm, hybrid_base=hybrid_base, hybrid_target=hybrid_target,
+            modulation_strength=modulation_strength, modulation_max_ratio=modulation_max_ratio,
+            base_betas=tuple(base_betas), base_momentum=base_momentum, phase_scope=phase_scope,
+            layer_scope=layer_scope, total_epochs=total_epochs, diag_every=diag_every, foreach=foreach,
+            epoch=1,
+        )
+        super().__init__(params, defaults)
+        self._diag = Diagnostics()
+        self._steps_taken = 0  # host-side counter: only gates diagnostics, never the math
+
+    # ---------------------------------------------------------------- epoch gating
+    def set_epoch(self, epoch: int) -> None:
+        """Store the current (1-based) epoch in every param group; the warm-up and phase gates read it."""
+        check_hp(isinstance(epoch, int) and epoch >= 0, "epoch", epoch, "must be an int >= 0")
+        for group in self.param_groups:
+            group["epoch"] = epoch
+
+    def set_total_epochs(self, total_epochs: int) -> None:
+        """Store the run's epoch count (the seed's runner never calls this: T stays 1)."""
+        check_hp(isinstance(total_epochs, int) and total_epochs >= 1, "total_epochs", total_epochs,
+                 "must be an int >= 1")
+        for group in self.param_groups:
+            group["total_epochs"] = total_epochs
+
+    @staticmethod
+    def _mix_weight(group: dict) -> float:
+        """gate(epoch) * plasticity_scale; 0 in the ablation mode."""
+        if group["mode"] == "ablation_grad_only":
+            return 0.0
+        w = group["warmup_epochs"]
+        gate = 1.0 if w == 0 else min(max((group["epoch"] - 1) / w, 0.0), 1.0)
+        return gate * group["plasticity_scale"]
+
+    @staticmethod
+    def _progress(group: dict) -> float:
+        return group["epoch"] / (group["total_epochs"] or 1)
+
+    @classmethod
+    def _phase_gate(cls, group: dict) -> float:
+        scope, t = group["phase_scope"], cls._progress(group)
+        if scope == "all":
+            return 1.0
+        if scope == "early":
+            return float(t < 1 / 3)
+        if scope == "middle":
+            return float(1 / 3 <= t < 2 / 3)
+        return float(t >= 2 / 3)
+
+    @classmethod
+    def _orthogonal_gate(cls, group: dict) -> float:
+        sched, t = group["orthogonal_schedule"], cls._progress(group)
+        if sched == "constant":
+            return 1.0
+        if sched == "late":
+            return float(t >= 0.3)
+        return 0.5 * (1.0 - math.cos(math.pi * min(t, 1.0)))
+
+    def _layer_labels(self) -> dict[int, int]:
+        """id(p) -> 0 early_blocks, 1 late_blocks, 2 classifier, by position in the parameter order."""
+        order = [p for g in self.param_groups for p in g["params"]]
+        n = len(order)
+        rest = max(n - 2, 0)
+        labels = {}
+        for i, p in enumerate(order):
+            labels[id(p)] = 2 if i >= rest else (0 if i < rest // 2 else 1)
+        return labels
+
+    # ---------------------------------------------------------------- state
+    @staticmethod
+    def _init_state(p: torch.Tensor, state: dict, group: dict) -> None:
+        if state:
+            return
+        state["step"] = torch.tensor(0.0)
+        zeros = lambda: torch.zeros_like(p, memory_format=torch.preserve_format)  # noqa: E731
+        if group["mode"] == "rule_based":
+            state["activity"] = zeros()
+            state["momentum"] = zeros()
+            state["variance"] = zeros()
+        if group["update_rule"] == "hybrid":
+            if group["hybrid_base"] == "adamw":
+                state["base_exp_avg"] = zeros()
+                state["base_exp_avg_sq"] = zeros()
+            else:
+                state["base_buf"] = zeros()
+
+    # ---------------------------------------------------------------- step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """One optimizer step; `closure` (re-evaluates the loss) runs under enable_grad."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._steps_taken += 1
+        diag_on = [g["diag_every"] > 0 and (self._steps_taken - 1) % g["diag_every"] == 0 for g in self.param_groups]
+        need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
+                          for g in self.param_groups)
+        labels = self._layer_labels() if need_labels else {}
+        controller = any(g["lr_controller_mode"] != "off" for g in self.param_groups)
+
+        pending = []  # (group, params, updates, per-tensor scales, sigmas, labels) awaiting the LR controller
+        diag_alpha: list[torch.Tensor] = []
+        diag_clip: list[torch.Tensor] = []
+        for group, want_diag in zip(self.param_groups, diag_on):
+            params = list(params_with_grad(group, _NAME))
+            if not params:
+                continue
+            for p in params:
+                self._init_state(p, self.state[p], group)
+            fast = group["foreach"] is not False
+            run = self._directions_foreach if fast else self._directions_reference
+            updates, scales, sigmas, alphas, clipped = run(group, params, labels, want_diag)
+            if want_diag:
+                diag_alpha += alphas
+                diag_clip += clipped
+            item = (group, params, updates, scales, sigmas, [labels.get(id(p), 0) for p in params])
+            if controller:
+                pending.append(item)
+            else:
+                self._apply(*item[:4], mults=None)
+        if controller:
+            mults = self._controller(pending)
+            for item, m in zip(pending, mults):
+                self._apply(*item[:4], mults=m)
+            if any(diag_on):
+                self._record_multipliers(pending, mults)
+        if diag_alpha:
+            self._record_alpha(diag_alpha, diag_clip)
+        return loss
+
+    def _apply(self, group: dict, params, updates, scales, mults) -> None:
+        """p <- p (1 - lr_eff wd) [decoupled] ; p <- p - lr_eff * scale * u."""
+        lr, wd = group["lr"], group["weight_decay"]
+        decoupled = wd != 0.0 and (group["decoupled_weight_decay"] or
+                                   (group["update_rule"] == "hybrid" and group["hybrid_base"] == "adamw"))
+        if group["foreach"] is False:
+            for i, (p, u) in enumerate(zip(params, updates)):
+                m = 1.0 if mults is None else mults[i]
+                lr_eff = lr * m
+                if decoupled:
+                    p.mul_(1.0 - lr_eff * wd)
+                if isinstance(lr_eff, torch.Tensor):
+                    p.sub_(u * lr_eff.to(u.dtype))
+                else:
+                    p.add_(u, alpha=-lr_eff)
+            return
+        # fast path: fold controller multiplier and stabiliser scale into one 0-d coefficient per tensor
+        if mults is None:
+            if decoupled:
+                torch._foreach_mul_(params, 1.0 - lr * wd)
+            if scales is None:
+                torch._foreach_add_(params, updates, alpha=-lr)
+            else:
+                torch._foreach_addcmul_(params, updates, torch.unbind(scales * -lr))
+            return
+        mvec = torch.stack([torch.as_tensor(m, dtype=torch.float64 if params[0].dtype == torch.float64 else torch.float32,
+                                            device=params[0].device) for m in mults])
+        if decoupled:
+            torch._foreach_mul_(params, torch.unbind((1.0 - lr * wd * mvec).to(params[0].dtype)))
+        coef = -lr * mvec
+        if scales is not None:
+            coef = coef * scales
+        torch._foreach_addcmul_(params, updates, torch.unbind(coef.to(params[0].dtype)))
+
+    # ---------------------------------------------------------------- LR controller
+    def _controller(self, pending) -> list[list]:
+        """Per tensor multipliers (0-d tensors or 1.0), from this step's sigmas; no host sync."""
+        every, by_label = [], {0: [], 1: [], 2: []}
+        for group, _, _, _, sigmas, labs in pending:
+            if group["lr_controller_mode"] == "off":
+                continue
+            for s, lab in zip(sigmas, labs):
+                every.append(s)
+                by_label[lab].append(s)
+        mean_all = torch.stack(every).mean() if every else None
+        mean_lab = {k: (torch.stack(v).mean() if v else None) for k, v in by_label.items()}
+        out = []
+        for group, params, _, _, _, labs in pending:
+            mode = group["lr_controller_mode"]
+            k, lo, hi = group["lr_controller_strength"], group["lr_controller_low"], group["lr_controller_high"]
+            row = []
+            for lab in labs:
+                if mode == "off" or (mode == "classifier_only" and lab != 2):
+                    row.append(1.0)
+                    continue
+                s = mean_all if mode == "global" else mean_lab[lab]
+                row.append(torch.clamp(1.0 + k * s, lo, hi))
+            out.append(row)
+        return out
+
+    def _record_multipliers(self, pending, mults) -> None:
+        vals, by_label = [], {0: [], 1: [], 2: []}
+        for (group, params, _, _, _, labs), row in zip(pending, mults):
+            for lab, m, p in zip(labs, row, params):
+                t = torch.as_tensor(m, dtype=torch.float32, device=p.device).float()
+                vals.append(t)
+                by_label[lab].append(t)
+        if vals:
+            self._diag.record("lr_multiplier", torch.stack(vals).mean())
+        for lab, name in enumerate(_LAYER_NAMES):
+            if by_label[lab]:
+                self._diag.record(f"lr_multiplier_{name}", torch.stack(by_label[lab]).mean())
+
+    @staticmethod
+    def _sigma(alpha: torch.Tensor, alpha_g: torch.Tensor) -> torch.Tensor:
+        s = torch.log(alpha.clamp_min(_LOG_FLOOR) / alpha_g.clamp_min(_LOG_FLOOR)).mean()
+        return torch.nan_to_num(s, nan=0.0, posinf=0.0, neginf=0.0)
+
+    # ---------------------------------------------------------------- reference loop
+    def _directions_reference(self, group, params, labels, want_diag):
+        """Ground truth: one tensor at a time, literally as the Math section reads."""
+        eps, amin, amax = group["eps"], group["amin"], group["amax"]
+        c = self._mix_weight(group)
+        rule, wd = group["update_rule"], group["weight_decay"]
+        controller = group["lr_controller_mode"] != "off"
+        updates, sigmas, alphas, clipped = [], [], [], []
+        for p in params:
+            g, state = p.grad, self.state[p]
+            state["step"] += 1
+            absg = g.abs()
+            G = absg / (absg.mean() + eps)
+            alpha_g = (G if group["parameterwise"] else G.mean()).clamp(amin, amax)
+            if group["mode"] == "rule_based":
+                a, m, v = state["activity"], state["momentum"], state["variance"]
+                a.lerp_(absg, 1.0 - _ACTIVITY_DECAY)
+                m.lerp_(g, 1.0 - _MOMENTUM_DECAY)
+                v.mul_(_VARIANCE_DECAY).addcmul_(g, g, value=1.0 - _VARIANCE_DECAY)
+                act = a / (a.mean() + eps)
+                ratio = m.abs() / (v.sqrt() + eps)
+                mem = ratio / (ratio.mean() + eps)
+                fused = group["activity_weight"] * act + group["gradient_weight"] * G + group["memory_weight"] * mem
+                alpha_f = (fused if group["parameterwise"] else fused.mean()).clamp(amin, amax)
+                alpha = torch.lerp(alpha_g, alpha_f, c)
+            else:
+                alpha = alpha_g
+            if controller:
+                sigmas.append(self._sigma(alpha, alpha_g) if group["mode"] == "rule_based"
+                              else torch.zeros((), dtype=g.dtype, device=g.device))
+            if want_diag:
+                alphas.append(alpha.expand_as(g).reshape(-1))
+
+            if rule == "classic":
+                u = alpha * g
+            elif rule == "bounded_residual":
+                r = (alpha - 1.0) * g
+                limit = group["residual_max_ratio"] * g.norm()
+                rn = r.norm()
+                if rn > limit:
+                    r = r * (limit / (rn + eps))
+                u = g + r
+            elif rule == "orthogonal_residual":
+                q = (alpha - alpha_g) * g
+                q = q - ((q * g).sum() / ((g * g).sum() + eps)) * g
+                if group["match_grad_norm"]:
+                    q = q * (g.norm() / (q.norm() + eps))
+                q = q * (group["orthogonal_lambda"] * self._orthogonal_gate(group))
+                limit = group["orthogonal_max_ratio"] * g.norm()
+                qn = q.norm()
+                if qn > limit:
+                    q = q * (limit / (qn + eps))
+                u = g + q
+            else:
+                base, m_ref = self._hybrid_base_reference(p, g, state, group)
+                s = alpha - 1.0
+                target = group["hybrid_target"]
+                if target == "gain":
+                    delta = s * base
+                elif target == "momentum":
+                    delta = s * m_ref
+                else:
+                    tr = (p.norm() / (base.norm() + eps)).clamp(0.5, 1.5) - 1.0
+                    delta = s * tr * base
+                delta = delta * (group["modulation_strength"] * self._phase_gate(group)
+                                 * self._layer_gate(group, labels.get(id(p), 0)))
+                limit = group["modulation_max_ratio"] * base.norm()
+                dn = delta.norm()
+                if dn > limit:
+                    delta = delta * (limit / (dn + eps))
+                u = base + delta
+            if wd != 0.0 and rule != "hybrid" and not group["decoupled_weight_decay"]:
+                u = u + wd * p
+
+            norm = u.norm()
+            if want_diag:
+                clipped.append((norm > group["max_update_norm"]).float())
+            if norm > group["max_update_norm"]:
+                u = u * (group["max_update_norm"] / (norm + eps))
+            if group["adaptation_rate"] != 0.0:
+                rms = torch.sqrt(torch.mean(u.pow(2)) + eps)
+                gain = (1.0 + group["adaptation_rate"] * (group["target_rms"] - rms)).clamp(0.5, 1.5)
+                u = u * gain
+            updates.append(u)
+        return updates, None, sigmas, alphas, clipped
+
+    @staticmethod
+    def _layer_gate(group: dict, label: int) -> float:
+        scope = group["layer_scope"]
+        return 1.0 if scope == "all" else float(_LAYER_NAMES[label] == scope)
+
+    @staticmethod
+    def _hybrid_base_reference(p, g, state, group):
+        if group["hybrid_base"] == "adamw":
+            b1, b2 = group["base_betas"]
+            step = state["step"].item()  # a CPU tensor, as torch keeps it: no device sync
+            bc1, bc2 = 1.0 - b1 ** step, 1.0 - b2 ** step
+            m, v = state["base_exp_avg"], state["base_exp_avg_sq"]
+            m.lerp_(g, 1.0 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1.0 - b2)
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(group["eps"])
+            return (m / bc1) / denom, m / bc1
+        buf = state["base_buf"]
+        d = g.add(p, alpha=group["weight_decay"]) if group["weight_decay"] != 0.0 else g
+        buf.mul_(group["base_momentum"]).add_(d)
+        return buf, buf
+
+    # ---------------------------------------------------------------- fast path
+    def _directions_foreach(self, group, params, labels, want_diag):
+        """The same math with torch._foreach_* ops and per-tensor statistics kept as device tensors."""
+        eps, amin, amax = group["eps"], group["amin"], group["amax"]
+        c = self._mix_weight(group)
+        rule, wd = group["update_rule"], group["weight_decay"]
+        controller = group["lr_controller_mode"] != "off"
+        grads = [p.grad for p in params]
+        states = [self.state[p] for p in params]
+        dev, dt = grads[0].device, grads[0].dtype
+        numel = torch.tensor([float(g.numel()) for g in grads], dtype=torch.float64 if dt == torch.float64 else torch.float32,
+                             device=dev)
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+
+        def means(xs):  # per-tensor mean of non-negative tensors, as one [T] vector
+            return torch.stack(torch._foreach_norm(xs, 1)).to(numel.dtype) / numel
+
+        absg = torch._foreach_abs(grads)
+        dg = means(absg) + eps  # mean|g| + eps, [T]
+        pw = group["parameterwise"]
+        if group["mode"] == "rule_based":
+            acts = [s["activity"] for s in states]
+            moms = [s["momentum"] for s in states]
+            vars_ = [s["variance"] for s in states]
+            torch._foreach_lerp_(acts, absg, 1.0 - _ACTIVITY_DECAY)
+            torch._foreach_lerp_(moms, grads, 1.0 - _MOMENTUM_DECAY)
+            torch._foreach_mul_(vars_, _VARIANCE_DECAY)
+            torch._foreach_addcmul_(vars_, grads, grads, 1.0 - _VARIANCE_DECAY)
+            da = means(acts) + eps
+            den = torch._foreach_sqrt(vars_)
+            torch._foreach_add_(den, eps)
+            fused = torch._foreach_abs(moms)
+            torch._foreach_div_(fused, den)
+            del den
+            dm = means(fused) + eps
+            # fused <- w_m Mem + w_a Act + w_g G, reusing the memory buffer
+            cast = lambda v: torch.unbind(v.to(dt))  # noqa: E731
+            torch._foreach_mul_(fused, cast(group["memory_weight"] / dm))
+            torch._foreach_addcmul_(fused, acts, cast(group["activity_weight"] / da))
+            torch._foreach_addcmul_(fused, absg, cast(group["gradient_weight"] / dg))
+        torch._foreach_div_(absg, torch.unbind(dg.to(dt)))  # absg is now G
+        alpha_g = absg
+        if not pw:
+            alpha_g = [x.mean() for x in alpha_g]
+        torch._foreach_clamp_min_(alpha_g, amin)
+        torch._foreach_clamp_max_(alpha_g, amax)
+        if group["mode"] == "rule_based":
+            alpha_f = fused if pw else [x.mean() for x in fused]
+            torch._foreach_clamp_min_(alpha_f, amin)
+            torch._foreach_clamp_max_(alpha_f, amax)
+            keep_g = controller or rule == "orthogonal_residual"
+            if keep_g:
+                alpha = torch._foreach_lerp(alpha_g, alpha_f, c)
+            else:
+                torch._foreach_lerp_(alpha_g, alpha_f, c)
+                alpha = alpha_g
+            del alpha_f, fused
+        else:
+            alpha = alpha_g
+        sigmas = []
+        if controller:
+            if group["mode"] == "rule_based":
+                sigmas = [self._sigma(a, b) for a, b in zip(alpha, alpha_g)]
+            else:
+                sigmas = [torch.zeros((), dtype=dt, device=dev) for _ in params]
+        alphas = [a.expand_as(g).reshape(-1).clone() for a, g in zip(alpha, grads)] if want_diag else []
+        if not pw:
+            alpha = [a.expand_as(g) for a, g in zip(alpha, grads)]
+
+        if rule == "classic":
+            if pw:  # alpha is a buffer this step owns (G or the lerp result): reuse it for u
+                torch._foreach_mul_(alpha, grads)
+                u = alpha
+            else:
+                u = torch._foreach_mul(alpha, grads)
+        elif rule == "bounded_residual":
+            r = torch._foreach_sub(alpha, 1.0)
+            torch._foreach_mul_(r, grads)
+            limit = group["residual_max_ratio"] * torch.stack(torch._foreach_norm(grads))
+            torch._foreach_mul_(r, cast_list(self._excess(r, limit, eps), dt))
+            u = torch._foreach_add(grads, r)
+        elif rule == "orthogonal_residual":
+            q = torch._foreach_sub(alpha, alpha_g)
+            torch._foreach_mul_(q, grads)
+            qg = torch.stack([torch.dot(a.reshape(-1), b.reshape(-1)) for a, b in zip(q, grads)])
+            gg = torch.stack([torch.dot(b.reshape(-1), b.reshape(-1)) for b in grads])
+            gn = torch.stack(torch._foreach_norm(grads))
+            coef = qg / (gg + eps)
+            torch._foreach_sub_(q, torch._foreach_mul(grads, cast_list(coef, dt)))
+            scale = torch.full_like(gn, group["orthogonal_lambda"] * self._orthogonal_gate(group))
+            if group["match_grad_norm"]:
+                scale = (gn / (torch.stack(torch._foreach_norm(q)) + eps)) * scale
+            torch._foreach_mul_(q, cast_list(scale, dt))
+            limit = group["orthogonal_max_ratio"] * gn
+            torch._foreach_mul_(q, cast_list(self._excess(q, limit, eps), dt))
+            u = torch._foreach_add(grads, q)
+        else:
+            u = self._hybrid_foreach(group, params, grads, states, alpha, labels, eps, dt)
+        if wd != 0.0 and rule != "hybrid" and not group["decoupled_weight_decay"]:
+            torch._foreach_add_(u, params, alpha=wd)
+
+        # homeostatic stabiliser as one per-tensor scale, folded into the final step
+        norms = torch.stack(torch._foreach_norm(u))
+        mx = group["max_update_norm"]
+        over = norms > mx
+        scale = torch.where(over, mx / (norms + eps), torch.ones_like(norms))
+        if group["adaptation_rate"] != 0.0:
+            rms = torch.sqrt((norms * scale) ** 2 / numel.to(norms.dtype) + eps)
+            scale = scale * (1.0 + group["adaptation_rate"] * (group["target_rms"] - rms)).clamp(0.5, 1.5)
+        clipped = list(over.float().unbind()) if want_diag else []
+        return u, scale, sigmas, alphas, clipped
+
+    @staticmethod
+    def _excess(xs, limit: torch.Tensor, eps: float) -> torch.Tensor:
+        """Per-tensor factor that rescales ||x|| down to `limit` where it exceeds it (else 1)."""
+        n = torch.stack(torch._foreach_norm(xs)).to(limit.dtype)
+        return torch.where(n > limit, limit / (n + eps), torch.ones_like(n))
+
+    def _hybrid_foreach(self, group, params, grads, states, alpha, labels, eps, dt):
+        if group["hybrid_base"] == "adamw":
+            b1, b2 = group["base_betas"]
+            steps = [s["step"].item() for s in states]  # CPU tensors: no device sync
+            bc1 = [1.0 - b1 ** k for k in steps]
+            bc2s = [math.sqrt(1.0 - b2 ** k) for k in steps]
+            ms = [s["base_exp_avg"] for s in states]
+            vs = [s["base_exp_avg_sq"] for s in states]
+            torch._foreach_lerp_(ms, grads, 1.0 - b1)
+            torch._foreach_mul_(vs, b2)
+            torch._foreach_addcmul_(vs, grads, grads, 1.0 - b2)
+            denom = torch._foreach_sqrt(vs)
+            torch._foreach_div_(denom, bc2s)
+            torch._foreach_add_(denom, eps)
+            m_ref = torch._foreach_div(ms, bc1)
+            base = torch._foreach_div(m_ref, denom)
+            del denom
+        else:
+            bufs = [s["base_buf"] for s in states]
+            torch._foreach_mul_(bufs, group["base_momentum"])
+            torch._foreach_add_(bufs, grads)
+            if group["weight_decay"] != 0.0:
+                torch._foreach_add_(bufs, params, alpha=group["weight_decay"])
+            base = m_ref = bufs
+        s = torch._foreach_sub(alpha, 1.0)
+        target = group["hybrid_target"]
+        bn = torch.stack(torch._foreach_norm(base))
+        strength = group["modulation_strength"] * self._phase_gate(group)
+        gates = torch.tensor([strength * self._layer_gate(group, labels.get(id(p), 0)) for p in params],
+                             dtype=bn.dtype, device=bn.device)
+        if target == "gain":
+            delta = torch._foreach_mul(s, base)
+        elif target == "momentum":
+            delta = torch._foreach_mul(s, m_ref)
+        else:
+            pn = torch.stack(torch._foreach_norm(params)).to(bn.dtype)
+            gates = gates * ((pn / (bn + eps)).clamp(0.5, 1.5) - 1.0)
+            delta = torch._foreach_mul(s, base)
+        torch._foreach_mul_(delta, cast_list(gates, dt))
+        torch._foreach_mul_(delta, cast_list(self._excess(delta, group["modulation_max_ratio"] * bn, eps), dt))
+        # u = base + delta must not alias the SGD buffer (it is state)
+        return torch._foreach_add(base, delta)
+
+    # ---------------------------------------------------------------- diagnostics
+    def _record_alpha(self, alphas: list[torch.Tensor], clipped: list[torch.Tensor]) -> None:
+        """Coefficient statistics on the device; read back only by diagnostics()."""
+        a = torch.cat([x.float() for x in alphas])
+        amin = self.param_groups[0]["amin"]
+        amax = self.param_groups[0]["amax"]
+        d = self._diag
+        d.record("alpha_min", a.min())
+        d.record("alpha_max", a.max())
+        d.record("alpha_mean", a.mean())
+        d.record("alpha_frac_negative", (a < 0).float().mean())
+        d.record("alpha_frac_outside", ((a < amin) | (a > amax)).float().mean())
+        # torch.quantile caps its input size: a fixed stride subsample keeps it bounded
+        stride = max(1, a.numel() // 1_000_000)
+        q = torch.quantile(a[::stride], torch.tensor([0.01, 0.5, 0.99], device=a.device))
+        d.record("alpha_q01", q[0])
+        d.record("alpha_q50", q[1])
+        d.record("alpha_q99", q[2])
+        if clipped:
+            d.record("update_clip_frac", torch.stack([c.reshape(()) for c in clipped]).mean())
+
+    def diagnostics(self) -> dict[str, float]:
+        """Coefficient statistics (alpha_min/max/mean/q01/q50/q99/frac_negative/frac_outside), stabiliser
+        clip fraction and LR-controller multipliers from the last diagnostic step (`<key>_mean`: the mean
+        over diagnostic steps since the previous call). One host sync."""
+        return self._diag.read()
+
+
+def cast_list(v: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, ...]:
+    return torch.unbind(v.to(dtype))
+
+
+def _sgd_kwargs(momentum: float | None) -> Callable[[dict], dict]:
+    def to_baseline(hp: dict) -> dict:
+        return {"lr": hp["lr"], "weight_decay": hp["weight_decay"],
+                "momentum": hp.get("base_momentum", 0.9) if momentum is None else momentum}
+    return to_baseline
+
+
+def _adamw_kwargs(hp: dict) -> dict:
+    return {"lr": hp["lr"], "weight_decay": hp["weight_decay"], "betas": tuple(hp["base_betas"]), "eps": hp["eps"]}
+
+
+_SEED_DEFAULTS = {"lr": 1e-3, "weight_decay": 0.0, "eps": 1e-8, "base_betas": (0.9, 0.999), "base_momentum": 0.9}
+_STABILISER_OFF = {"max_update_norm": math.inf, "adaptation_rate": 0.0}
+_ALPHA_ONE = {"amin": 1.0, "amax": 1.0}
+
+ENTRIES: list[Entry] = [
+    Entry("neuroplastic", NeuroPlastic, dict(_SEED_DEFAULTS), "sgd",
+          mechanisms_off={**_ALPHA_ONE, **_STABILISER_OFF}, to_baseline=_sgd_kwargs(0.0),
+          summary="NeuroPlastic classic path: per-element plasticity coefficient times the gradient, norm-clipped"),
+    Entry("neuroplastic_gradonly", NeuroPlastic,
+          {**_SEED_DEFAULTS, "mode": "ablation_grad_only", "amin": 0.5, "amax": 1.5}, "sgd",
+          mechanisms_off={**_ALPHA_ONE, **_STABILISER_OFF}, to_baseline=_sgd_kwargs(0.0),
+          summary="NeuroPlastic's controlled gradient-only ablation: clip(|g|/mean|g|, 0.5, 1.5) g, norm-clipped"),
+    Entry("neuroplastic_lrctl", NeuroPlastic, {**_SEED_DEFAULTS, "lr_controller_mode": "global"}, "sgd",
+          mechanisms_off={**_ALPHA_ONE, **_STABILISER_OFF, "lr_controller_strength": 0.0},
+          to_baseline=_sgd_kwargs(0.0),
+          summary="NeuroPlastic with the LR controller (lr x clip(1 + 0.1 mean log(alpha/alpha_g), 0.8, 1.2))"),
+    Entry("neuroplastic_residual", NeuroPlastic, {**_SEED_DEFAULTS, "update_rule": "bounded_residual"}, "sgd",
+          mechanisms_off={**_STABILISER_OFF, "residual_max_ratio": 0.0}, to_baseline=_sgd_kwargs(0.0),
+          summary="NeuroPlastic bounded residual: g + (alpha - 1) g clipped to 0.5 ||g||"),
+    Entry("neuroplastic_orthogonal", NeuroPlastic, {**_SEED_DEFAULTS, "update_rule": "orthogonal_residual"}, "sgd",
+          mechanisms_off={**_STABILISER_OFF, "orthogonal_lambda": 0.0}, to_baseline=_sgd_kwargs(0.0),
+          summary="NeuroPlastic orthogonal residual: g + 0.1 x the part of (alpha - alpha_g) g orthogonal to g"),
+    Entry("neuroplastic_hybrid_adamw", NeuroPlastic,
+          {**_SEED_DEFAULTS, "update_rule": "hybrid", "hybrid_base": "adamw"}, "adamw",
+          mechanisms_off={**_STABILISER_OFF, "modulation_strength": 0.0}, to_baseline=_adamw_kwargs,
+          summary="NeuroPlastic hybrid: AdamW direction + 0.15 (alpha - 1) x it, then the unit-norm stabiliser"),
+    Entry("neuroplastic_hybrid_sgd", NeuroPlastic,
+          {**_SEED_DEFAULTS, "update_rule": "hybrid", "hybrid_base": "sgd_momentum"}, "sgd",
+          mechanisms_off={**_STABILISER_OFF, "modulation_strength": 0.0}, to_baseline=_sgd_kwargs(None),
+          summary="NeuroPlastic hybrid: heavy-ball SGD direction + 0.15 (alpha - 1) x it, then the stabiliser"),
+]
