@@ -1,0 +1,5 @@
+"""Loss composition rules: `Planeswalker`, the seed's loss multiplexer (works with any optimizer)."""
+
+from .planeswalker import Planeswalker
+
+__all__ = ["Planeswalker"]
