@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import os
 import pickle
@@ -83,12 +84,15 @@ def read_parquet(files: list[Path], columns: list[str]) -> dict[str, list]:
     return {c: table.column(c).to_pylist() for c in columns}
 
 
+@functools.lru_cache(maxsize=1)
 def digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 1797 8x8 digits: float32 `[N, 8, 8]` in 0..16 and int64 labels."""
+    """scikit-learn's 1797 8x8 digits: float32 `[N, 8, 8]` in 0..16 and int64 labels (read-only)."""
     from sklearn.datasets import load_digits
 
     d = load_digits()
-    return d.images.astype(np.float32), d.target.astype(np.int64)
+    x, y = d.images.astype(np.float32), d.target.astype(np.int64)
+    x.flags.writeable = y.flags.writeable = False  # shared by every caller through the cache
+    return x, y
 
 
 MNIST1D_SEED = 42

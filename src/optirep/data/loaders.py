@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optirep.data.fetch import data_root, fetch, hf_split_files
+from optirep.data.fetch import data_root, fetch, hf_split_files, md5sum
 from optirep.data.formats import MNIST1D_SEED, digits, mnist1d, read_cifar, read_idx, read_parquet
 from optirep.data.sources import EMBEDDED, SOURCES
 from optirep.data.splits import Splits, TensorSplit, carve_val, resolve_size, train_subset
@@ -255,7 +255,8 @@ def _load_text(name: str, root, mirror, seed: int, tokenizer: str = "bert-base-u
                val_size=None, split_seed: int = 0, train_fraction=None, per_class=None, subset_seed=None) -> Splits:
     d = fetch(name, root, mirror)
     encode, meta = classification_tokenizer(tokenizer, int(max_len), root, mirror)
-    tag = Path(tokenizer).stem if os.sep in str(tokenizer) else tokenizer
+    # a vocabulary file is named by its content, so two files never share a token cache
+    tag = f"wordpiece-{md5sum(Path(tokenizer))[:10]}" if os.path.isfile(str(tokenizer)) else tokenizer
 
     def split_arrays(split: str):
         files = hf_split_files(d, split)
