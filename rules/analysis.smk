@@ -1,0 +1,51 @@
+# Analysis: per run (spectral + feature metrics), Grad-CAM per vision task, aggregate per task.
+
+
+rule analyze:
+    input:
+        "results/{exp}/runs/{task}/{label}/seed{seed}/metrics.json",
+    output:
+        "results/{exp}/analysis/{task}/{label}/seed{seed}.json",
+    log:
+        "results/{exp}/logs/analyze/{task}/{label}/seed{seed}.log",
+    params:
+        run=lambda w, input: os.path.dirname(input[0]),
+    threads: 1
+    shell:
+        "optirep analyze {params.run} --out {output} > {log} 2>&1"
+
+
+def gradcam_tasks(exp):
+    e = EXPS[exp]
+    return [t for t, task in e["tasks"].items() if task["model"] == "resnet18"]
+
+
+rule gradcam:
+    input:
+        exp=exp_file,
+        runs=lambda w: final_metrics(w.exp, w.task),
+    output:
+        json="results/{exp}/gradcam/{task}.json",
+        fig="results/{exp}/gradcam/{task}.png",
+    log:
+        "results/{exp}/logs/gradcam/{task}.log",
+    threads: 1
+    shell:
+        "python analysis/gradcam.py --experiment {input.exp} --results results/{wildcards.exp}"
+        " --task {wildcards.task} --out-json {output.json} --out-fig {output.fig} {DATA_ARGS} > {log} 2>&1"
+
+
+rule aggregate:
+    input:
+        exp=exp_file,
+        runs=lambda w: final_metrics(w.exp, w.task),
+        analyses=lambda w: analyses(w.exp, w.task),
+        gradcam=lambda w: [f"results/{w.exp}/gradcam/{w.task}.json"] if w.task in gradcam_tasks(w.exp) else [],
+    output:
+        "results/{exp}/aggregate/{task}.json",
+    log:
+        "results/{exp}/logs/aggregate/{task}.log",
+    threads: 1
+    shell:
+        "optirep aggregate --experiment {input.exp} --results results/{wildcards.exp} --task {wildcards.task}"
+        " --out {output} > {log} 2>&1"

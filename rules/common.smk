@@ -1,0 +1,85 @@
+# Helpers shared by the rules: experiment files -> the job grid.
+import json
+import os
+import sys
+from pathlib import Path
+
+from optirep import config as optirep_config
+
+STUDY = config["study"]
+EXP_FILES = config["experiments"] if isinstance(config["experiments"], list) else [config["experiments"]]
+EXPS = {}
+for _f in EXP_FILES:
+    _cfg = optirep_config.load_experiment(_f)
+    EXPS[_cfg["name"]] = dict(_cfg, _file=_f)
+PAPER_DIR = config.get("paper_dir", f"results/{STUDY}/paper")
+DATA_ARGS = " ".join(
+    f"--{k.replace('_', '-')} {config[k]}" for k in ("data_root", "mirror") if config.get(k)
+)
+
+
+wildcard_constraints:
+    exp="[a-z0-9_]+",
+    task="[a-z0-9_]+",
+    label="[a-z0-9_]+",
+    seed=r"\d+",
+    k=r"\d+",
+
+
+def exp_file(w):
+    return EXPS[w.exp]["_file"]
+
+
+def opt_cfg(w):
+    return EXPS[w.exp]["optimizers"][w.label]
+
+
+def run_dirs(exp, task, label):
+    return [f"results/{exp}/runs/{task}/{label}/seed{s}" for s in EXPS[exp]["seeds"]]
+
+
+def hp_input(w):
+    """The hyperparameter file a final run depends on: tuning selection or effective-LR control."""
+    o = opt_cfg(w)
+    if o.get("tune"):
+        return f"results/{w.exp}/tune/{w.task}/{w.label}/selected.json"
+    if o.get("lr_from"):
+        return f"results/{w.exp}/derived/{w.task}/{w.label}/hp.json"
+    return []
+
+
+def final_metrics(exp, task=None):
+    e = EXPS[exp]
+    tasks = [task] if task else list(e["tasks"])
+    return [
+        f"{d}/metrics.json"
+        for t in tasks
+        for label in e["tasks"][t]["optimizers"]
+        for d in run_dirs(exp, t, label)
+    ]
+
+
+def analyses(exp, task):
+    e = EXPS[exp]
+    return [
+        f"results/{exp}/analysis/{task}/{label}/seed{s}.json"
+        for label in e["tasks"][task]["optimizers"]
+        for s in e["seeds"]
+    ]
+
+
+def aggregates(exp):
+    return [f"results/{exp}/aggregate/{t}.json" for t in EXPS[exp]["tasks"]]
+
+
+def all_targets():
+    targets = [f"results/{STUDY}/claims.json"]
+    for exp in EXPS:
+        targets += aggregates(exp)
+    if config.get("latex", True):
+        targets.append(f"{PAPER_DIR}/ms.pdf")
+    else:
+        targets.append(f"{PAPER_DIR}/generated/numbers.tex")
+    if config.get("readme"):
+        targets.append(f"results/{STUDY}/readme.stamp")
+    return targets

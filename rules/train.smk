@@ -1,0 +1,76 @@
+# Training: tuning trials -> selection on val -> final runs (task x optimizer x seed).
+# Every job is one `optirep train` call; its run dir resumes from its checkpoint if interrupted.
+
+
+rule train_trial:
+    input:
+        exp=exp_file,
+        data=fetched,
+    output:
+        "results/{exp}/tune/{task}/{label}/trial{k}/metrics.json",
+    log:
+        "results/{exp}/logs/tune/{task}/{label}/trial{k}.log",
+    params:
+        seed=lambda w: EXPS[w.exp]["tuning"]["seed"],
+        out=lambda w, output: os.path.dirname(output[0]),
+    threads: 1
+    resources:
+        gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
+    shell:
+        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        " --seed {params.seed} --trial {wildcards.k} --out {params.out} {DATA_ARGS} --quiet > {log} 2>&1"
+
+
+rule select:
+    input:
+        exp=exp_file,
+        trials=lambda w: [
+            f"results/{w.exp}/tune/{w.task}/{w.label}/trial{k}/metrics.json"
+            for k in range(EXPS[w.exp]["tuning"]["trials"])
+        ],
+    output:
+        "results/{exp}/tune/{task}/{label}/selected.json",
+    log:
+        "results/{exp}/logs/select/{task}/{label}.log",
+    params:
+        dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.trials),
+    threads: 1
+    shell:
+        "optirep select --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        " --trials {params.dirs} --out {output} > {log} 2>&1"
+
+
+rule derive_hp:
+    input:
+        exp=exp_file,
+        runs=lambda w: [f"{d}/metrics.json" for d in run_dirs(w.exp, w.task, opt_cfg(w)["lr_from"]["label"])],
+    output:
+        "results/{exp}/derived/{task}/{label}/hp.json",
+    log:
+        "results/{exp}/logs/derive/{task}/{label}.log",
+    params:
+        dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.runs),
+    threads: 1
+    shell:
+        "optirep derive-hp --experiment {input.exp} --optimizer {wildcards.label} --runs {params.dirs}"
+        " --out {output} > {log} 2>&1"
+
+
+rule train:
+    input:
+        exp=exp_file,
+        hp=hp_input,
+        data=fetched,
+    output:
+        "results/{exp}/runs/{task}/{label}/seed{seed}/metrics.json",
+    log:
+        "results/{exp}/logs/runs/{task}/{label}/seed{seed}.log",
+    params:
+        out=lambda w, output: os.path.dirname(output[0]),
+        hp=lambda w, input: f"--hp-json {input.hp}" if input.hp else "",
+    threads: 1
+    resources:
+        gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
+    shell:
+        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        " --seed {wildcards.seed} --out {params.out} {params.hp} {DATA_ARGS} --quiet > {log} 2>&1"

@@ -1,0 +1,487 @@
+"""The one training loop: one (task, optimizer, seed) run into one directory.
+
+    optirep train --experiment experiments/smoke.yaml --task digits32_resnet18 --optimizer adamw \
+        --seed 0 --out results/smoke/runs/digits32_resnet18/adamw/seed0 [--set task.steps=20] [--quiet]
+
+Reads top to bottom: config -> seed -> data -> model -> optimizer -> loop (eval, log, checkpoint)
+-> outputs (metrics.json last, atomically: its presence means the run finished). Rerunning into the
+same directory resumes from the last checkpoint and gives bit-identical metrics on CPU; a finished
+run is not retrained. A NaN/inf loss ends the run with `diverged: true`: a result, not a crash.
+
+Determinism: batch order and augmentation are functions of (seed, epoch/step) alone, and the
+global RNG (dropout) is checkpointed, so a resumed run replays exactly what it would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import optirep
+from optirep import data as datalib
+from optirep import models, optim
+from optirep.config import ConfigError
+
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False}
+
+
+# ----------------------------------------------------------------------------- small helpers
+def atomic_write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(tmp, path)
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, torch.Tensor):
+        return o.tolist()
+    if isinstance(o, tuple):
+        return list(o)
+    return str(o)
+
+
+def _finite_or_nan(x: float) -> float:
+    return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
+
+
+def git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=5)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict:
+    out = {"optirep": optirep.__version__, "torch": torch.__version__, "python": platform.python_version(),
+           "numpy": np.__version__}
+    for mod in ("torchvision", "transformers"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+def pick_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device: cuda requested but torch.cuda.is_available() is False")
+    if requested in ("cuda", "auto") and torch.cuda.is_available():
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _gen(*keys: int) -> torch.Generator:
+    """A CPU generator that depends only on `keys` (so batches replay identically on resume)."""
+    seed = 0
+    for k in keys:
+        seed = (seed * 1_000_003 + int(k)) % (2**63 - 1)
+    return torch.Generator().manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- objectives
+class Objective:
+    """Batches, loss and evaluation for one task kind (classification, lm, autoencoder)."""
+
+    def __init__(self, task: dict, splits, device: torch.device, seed: int):
+        self.task, self.splits, self.device, self.seed = task, splits, device, seed
+        self.bs = task["batch_size"]
+        self.eval_bs = task.get("eval_batch_size", max(256, self.bs))
+
+    def steps_per_epoch(self) -> int:
+        n = len(self.splits.train)
+        return max(1, n // self.bs) if n >= self.bs else 1
+
+    def _index(self, step: int) -> torch.Tensor:
+        spe = self.steps_per_epoch()
+        epoch, k = divmod(step, spe)
+        perm = torch.randperm(len(self.splits.train), generator=_gen(self.seed, 1, epoch))
+        return perm[k * self.bs:(k + 1) * self.bs]
+
+
+class Classification(Objective):
+    def __init__(self, task, splits, device, seed):
+        super().__init__(task, splits, device, seed)
+        self.train_x, self.train_y = splits.train.x.to(device), splits.train.y.to(device)
+
+    def batch(self, step: int):
+        idx = self._index(step).to(self.device)
+        x, y = self.train_x[idx], self.train_y[idx]
+        kind = self.splits.info.get("augment", "none")
+        if kind != "none":  # set by the loader from data_args.augment (CIFAR: crop+flip, the V6 protocol)
+            x = datalib.augment(x, kind, _gen(self.seed, 2, step), fill=self.splits.info.get("augment_fill", 0.0))
+        return x, y
+
+    def loss(self, model, batch):
+        x, y = batch
+        return F.cross_entropy(model(x), y)
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        ds = getattr(self.splits, split)
+        correct, total, loss_sum = 0, 0, 0.0
+        for i in range(0, len(ds), self.eval_bs):
+            x = ds.x[i:i + self.eval_bs].to(self.device)
+            y = ds.y[i:i + self.eval_bs].to(self.device)
+            logits = model(x).float()
+            loss_sum += float(F.cross_entropy(logits, y, reduction="sum"))
+            correct += int((logits.argmax(1) == y).sum())
+            total += len(y)
+        return {"metric": correct / max(total, 1), "loss": loss_sum / max(total, 1)}
+
+    @torch.no_grad()
+    def features(self, model, n: int) -> dict:
+        x, y = self.splits.test.x[:n], self.splits.test.y[:n]
+        feats = [model.features(x[i:i + self.eval_bs].to(self.device)).float().cpu() for i in range(0, len(x), self.eval_bs)]
+        return {"features": torch.cat(feats).numpy(), "labels": y.numpy()}
+
+
+class LanguageModel(Objective):
+    """Random windows of `block` tokens, sampled with replacement (the seed's GPT protocol)."""
+
+    def __init__(self, task, splits, device, seed):
+        super().__init__(task, splits, device, seed)
+        self.block = task.get("model_args", {}).get("block_size", 32)
+        self.train_tokens = splits.train.to(device)
+        self.eval_batches = task.get("eval_batches", 20)
+
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.splits.train) // (self.bs * self.block))
+
+    def _windows(self, tokens: torch.Tensor, g: torch.Generator, n: int):
+        starts = torch.randint(len(tokens) - self.block - 1, (n,), generator=g)
+        offs = torch.arange(self.block + 1)
+        w = tokens[(starts[:, None] + offs).to(tokens.device)]
+        return w[:, :-1], w[:, 1:]
+
+    def batch(self, step: int):
+        return self._windows(self.train_tokens, _gen(self.seed, 3, step), self.bs)
+
+    def loss(self, model, batch):
+        x, y = batch
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)).float(), y.reshape(-1))
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        tokens = {"train": self.splits.train, "val": self.splits.val,
+                  "test": self.splits.test if self.splits.test is not None else self.splits.val}[split]
+        tokens = tokens.to(self.device)
+        # Fixed windows per split (seeded): every eval of every optimizer sees the same tokens.
+        g = _gen(10_007, {"train": 0, "val": 1, "test": 2}[split])
+        nll, n = 0.0, 0
+        for _ in range(self.eval_batches):
+            x, y = self._windows(tokens, g, self.bs)
+            logits = model(x).float()
+            nll += float(F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="sum"))
+            n += y.numel()
+        mean = nll / max(n, 1)
+        return {"metric": math.exp(min(mean, 50.0)), "loss": mean}
+
+
+class Autoencoder(Objective):
+    """Several reconstruction losses on the same images, summed or Planeswalker-multiplexed."""
+
+    def __init__(self, task, splits, device, seed):
+        super().__init__(task, splits, device, seed)
+        from optirep.losses.planeswalker import Planeswalker
+        from optirep.losses.reconstruction import reconstruction_losses
+
+        x = splits.train.x
+        self.lo, self.hi = float(x.min()), float(x.max())  # map inputs to [0, 1] for BCE-type terms
+        self.train_x = self._unit(x.to(device))
+        self.terms = reconstruction_losses(task["loss_terms"])
+        mux = task.get("multiplexer", {"mode": "sum"})
+        self.mux = Planeswalker(list(task["loss_terms"]), mode=mux.get("mode", "sum"), **mux.get("args", {}))
+
+    def _unit(self, x):
+        return (x - self.lo) / (self.hi - self.lo + 1e-12)
+
+    def batch(self, step: int):
+        return self.train_x[self._index(step).to(self.device)]
+
+    def term_values(self, model, x):
+        recon = model(x)
+        return {name: fn(recon, x) for name, fn in self.terms.items()}
+
+    def loss(self, model, batch):
+        value = self.mux(self.term_values(model, batch))
+        return value
+
+    def after_step(self):
+        if self.mux.mode != "sum":
+            self.mux.step_weights()
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        ds = getattr(self.splits, split)
+        sums: dict[str, float] = {}
+        n = 0
+        for i in range(0, len(ds), self.eval_bs):
+            x = self._unit(ds.x[i:i + self.eval_bs].to(self.device))
+            for k, v in self.term_values(model, x).items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(x)
+            sums["_mse"] = sums.get("_mse", 0.0) + float(F.mse_loss(model(x), x)) * len(x)
+            n += len(x)
+        out = {k: v / max(n, 1) for k, v in sums.items()}
+        return {"metric": out.pop("_mse"), "loss": sum(out.values()), "terms": out}
+
+    @torch.no_grad()
+    def features(self, model, n: int) -> dict:
+        x = self._unit(self.splits.test.x[:n].to(self.device))
+        return {"features": model.encode(x).flatten(1).float().cpu().numpy(), "labels": self.splits.test.y[:n].numpy()}
+
+
+OBJECTIVES = {"classification": Classification, "lm": LanguageModel, "autoencoder": Autoencoder}
+
+
+# ----------------------------------------------------------------------------- the run
+def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None = None,
+          quiet: bool = False, stop_after: int | None = None) -> dict | None:
+    """Train one run into `out`; returns the final metrics record.
+
+    `stop_after`: leave after that many steps in this invocation, checkpointed and without
+    metrics.json (a time-limited cluster slot); rerunning continues. Returns None then.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_file, final_file, ckpt_file = out / "config.json", out / "metrics.json", out / "ckpt.pt"
+    if cfg_file.exists():
+        old = json.loads(cfg_file.read_text())
+        if old.get("config_hash") != run["config_hash"]:
+            raise ConfigError(f"{out} holds a run with a different config (config_hash {old.get('config_hash')} "
+                              f"!= {run['config_hash']}); use another --out or delete it")
+        if final_file.exists():
+            if not quiet:
+                print(f"{out}: already finished", file=sys.stderr)
+            return json.loads(final_file.read_text())
+    else:
+        atomic_write_json(cfg_file, run)
+
+    # -- seed and device
+    task, seed = run["task"], run["seed"]
+    if run.get("threads"):
+        torch.set_num_threads(int(run["threads"]))
+    torch.manual_seed(seed), np.random.seed(seed), random.seed(seed)
+    device = pick_device(run["device"])
+
+    # -- data (the subset/split seed is the run seed: every optimizer sees the same subset)
+    splits = datalib.load(task["dataset"], root=data_root, mirror=mirror, seed=seed, **task.get("data_args", {}))
+    objective = OBJECTIVES[task["objective"]](task, splits, device, seed)
+
+    # -- model
+    model_args = dict(task.get("model_args", {}))
+    if task["objective"] == "lm":
+        model_args.setdefault("vocab_size", splits.info["vocab_size"])
+    model = models.build_model(task["model"], **model_args).to(device)
+    if task.get("channels_last") and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    final_linear_key = None
+    if task["objective"] == "classification":
+        fl = models.final_linear(model)
+        final_linear_key = next(k for k, v in model.named_parameters() if v is fl.weight)
+
+    # -- optimizer (+ schedule)
+    o = run["optimizer"]
+    opt = optim.build(o["name"], model.parameters(), **o["hp"])
+    steps = task.get("steps") or task["epochs"] * objective.steps_per_epoch()
+    spe = objective.steps_per_epoch()
+    sched = None
+    if task.get("lr_schedule", "none") == "cosine":
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    eval_every = task.get("eval_every") or max(1, steps // 10)
+    ckpt_every = task.get("checkpoint_every") or eval_every
+    higher = HIGHER_IS_BETTER[task["metric"]]
+
+    # -- state (fresh or resumed)
+    state = {"step": 0, "history": [], "best_val": None, "best_val_step": None, "train_time": 0.0,
+             "opt_time": 0.0, "opt_steps": 0, "diverged": False, "diverged_step": None}
+    if ckpt_file.exists():
+        ck = torch.load(ckpt_file, map_location=device, weights_only=False)
+        model.load_state_dict(ck["model"]), opt.load_state_dict(ck["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ck["scheduler"])
+        if ck.get("mux") is not None:
+            objective.mux.load_state_dict(ck["mux"])
+        torch.set_rng_state(ck["rng_cpu"])
+        if device.type == "cuda" and ck.get("rng_cuda") is not None:
+            torch.cuda.set_rng_state(ck["rng_cuda"])
+        state = ck["state"]
+    # metrics.jsonl is rewritten from the checkpointed history, so a resumed run's log has no duplicate rows.
+    with open(out / "metrics.jsonl", "w") as f:
+        f.writelines(json.dumps(r, default=_json_default) + "\n" for r in state["history"])
+
+    def checkpoint():
+        # Losses not yet averaged into a log row travel with the checkpoint (exact float32 values),
+        # so a run stopped between evals logs the same train_loss as an uninterrupted one.
+        state["pending"] = [float(v) for v in pending]
+        atomic_torch_save({
+            "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None,
+            "mux": objective.mux.state_dict() if hasattr(objective, "mux") else None,
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "state": state,
+        }, ckpt_file)
+
+    use_closure = bool(o.get("closure"))
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(task.get("bf16")))
+    # per-step losses not yet synced to the host
+    pending: list[torch.Tensor] = [torch.tensor(v, device=device) for v in state.pop("pending", [])]
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+        bar = tqdm(total=steps, initial=state["step"], desc=f"{run['task_name']}/{run['label']}/seed{seed}",
+                   file=sys.stderr, dynamic_ncols=True)
+
+    model.train()
+    stop_at = state["step"] + stop_after if stop_after else None
+    while state["step"] < steps and not state["diverged"]:
+        step = state["step"]
+        if stop_at is not None and step >= stop_at:
+            checkpoint()
+            if bar is not None:
+                bar.close()
+            return None
+        if step % spe == 0 and hasattr(opt, "set_epoch"):
+            opt.set_epoch(step // spe + 1)  # 1-based, as the seeds' epoch loops count
+        t0 = time.perf_counter()
+        batch = objective.batch(step)
+
+        def closure():
+            opt.zero_grad(set_to_none=True)
+            with autocast:
+                loss = objective.loss(model, batch)
+            loss.backward()
+            return loss
+
+        if use_closure:
+            t1 = time.perf_counter()
+            loss = opt.step(closure)
+            t_opt = time.perf_counter() - t1  # includes the forward/backward the closure runs
+        else:
+            loss = closure()
+            if task.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(model.parameters(), task["grad_clip"])
+            t1 = time.perf_counter()
+            opt.step()
+            t_opt = time.perf_counter() - t1
+        if sched is not None:
+            sched.step()
+        if hasattr(objective, "after_step"):
+            objective.after_step()
+        pending.append(loss.detach().float())
+        state["step"] = step = step + 1
+        state["opt_time"] += t_opt
+        state["opt_steps"] += 1
+
+        if step % eval_every == 0 or step == steps:
+            losses = torch.stack(pending).cpu()
+            pending.clear()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            state["train_time"] += time.perf_counter() - t0  # the part of this step before the sync
+            bad = (~torch.isfinite(losses)).nonzero()
+            if len(bad):
+                state["diverged"], state["diverged_step"] = True, step - len(losses) + int(bad[0]) + 1
+            else:
+                model.eval()
+                val = objective.evaluate(model, "val")
+                model.train()
+                v = val["metric"]
+                if not math.isfinite(v):
+                    state["diverged"], state["diverged_step"] = True, step
+                else:
+                    if state["best_val"] is None or (v > state["best_val"] if higher else v < state["best_val"]):
+                        state["best_val"], state["best_val_step"] = v, step
+                diag = opt.diagnostics() if hasattr(opt, "diagnostics") else {}
+                row = {"step": step, "train_loss": float(losses.mean()), "val_metric": v, "val_loss": val["loss"],
+                       "lr": opt.param_groups[0]["lr"], "wall_time_s": state["train_time"], "diag": diag}
+                state["history"].append(row)
+                with open(out / "metrics.jsonl", "a") as f:
+                    f.write(json.dumps(row, default=_json_default) + "\n")
+                if bar is not None:
+                    bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{v:.4g}")
+            if step % ckpt_every == 0 or step == steps or state["diverged"]:
+                checkpoint()
+        else:
+            state["train_time"] += time.perf_counter() - t0
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+
+    # -- outputs
+    model.eval()
+    nan = float("nan")
+    extra: dict[str, Any] = {}
+    if state["diverged"]:
+        final_test = final_val = nan
+        final_train_loss = nan
+    else:
+        test = objective.evaluate(model, "test" if splits.test is not None else "val")
+        val = objective.evaluate(model, "val")
+        final_test, final_val = test["metric"], val["metric"]
+        final_train_loss = state["history"][-1]["train_loss"] if state["history"] else nan
+        if task["objective"] == "lm":
+            tr = objective.evaluate(model, "train")
+            extra.update(train_ppl=tr["metric"], val_ppl=val["metric"], test_split="test" if splits.test is not None else "val")
+        if task["objective"] == "autoencoder":
+            extra.update(test_terms=test["terms"], mux_weights=objective.mux.weights_dict()
+                         if hasattr(objective.mux, "weights_dict") else None)
+        n_feat = task.get("features", 512 if task["objective"] == "classification" else 0)
+        if n_feat and hasattr(objective, "features"):
+            np.savez_compressed(out / "features.npz.tmp.npz", **objective.features(model, n_feat))
+            os.replace(out / "features.npz.tmp.npz", out / "features.npz")
+        atomic_torch_save(model.state_dict(), out / "model.pt")
+    state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
+                      if isinstance(v, torch.Tensor))
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    record = {
+        "experiment": run["experiment"], "scale": run["scale"], "task": run["task_name"], "label": run["label"],
+        "optimizer": o["name"], "seed": seed, "hp": o["resolved_hp"], "metric": task["metric"],
+        "higher_is_better": higher, "final_test": _finite_or_nan(final_test), "final_val": _finite_or_nan(final_val),
+        "best_val": _finite_or_nan(state["best_val"]) if state["best_val"] is not None else nan,
+        "best_val_step": state["best_val_step"], "final_train_loss": _finite_or_nan(final_train_loss),
+        "steps": state["step"], "planned_steps": steps, "diverged": state["diverged"],
+        "diverged_step": state["diverged_step"], "wall_time_s": state["train_time"],
+        "time_per_step_s": state["train_time"] / max(state["opt_steps"], 1),
+        "time_per_opt_step_s": state["opt_time"] / max(state["opt_steps"], 1),
+        "opt_time_includes_closure": use_closure,
+        "peak_memory_bytes": peak, "optimizer_state_bytes": state_bytes, "param_bytes": param_bytes,
+        "diagnostics": state["history"][-1]["diag"] if state["history"] else {},
+        "final_linear_key": final_linear_key, "extra": extra, "versions": versions(), "git_sha": git_sha(),
+        "device": device_name(device), "config_hash": run["config_hash"],
+    }
+    atomic_write_json(final_file, record)
+    return record
