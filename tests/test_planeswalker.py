@@ -72,7 +72,7 @@ def test_value_does_not_jump_when_weights_change_and_gradient_is_weighted_sum():
         torch.testing.assert_close(gm, w[0] * s[0] * gx + w[1] * s[1] * gy)
         if prev_m is not None:
             # M_t - M_{t-1} is exactly this step's weighted scaled improvement: re-weighting adds nothing.
-            expect = float((w * s * (torch.stack([lx, ly]).detach() - torch.tensor(prev_l))).sum())
+            expect = float((w * s * (torch.stack([lx, ly]).detach() - torch.tensor(prev_l, dtype=torch.float64))).sum())
             assert float(m) - prev_m == pytest.approx(expect, abs=1e-12)
         prev_m, prev_l = float(m), [float(lx), float(ly)]
         with torch.no_grad():
