@@ -60,7 +60,7 @@ def test_term_that_stops_changing_loses_weight():
 
 def test_value_does_not_jump_when_weights_change_and_gradient_is_weighted_sum():
     pw = Planeswalker(["x", "y"], base_window=3, window_step=1, pursuit_rate=0.5)
-    p = torch.tensor([2.0, -1.0], dtype=torch.float64, requires_grad=True)
+    p = torch.tensor([2.0, 1.0], dtype=torch.float64, requires_grad=True)
     prev_m = None
     for t in range(12):
         lx, ly = (p[0] - 1) ** 2, 3 * (p[1] + 2) ** 2
