@@ -1,2 +1,611 @@
-"""Placeholder: filled in by the optimizer-core work (issue 2)."""
-ENTRIES: list = []
+"""BiostatisV6: AdamW plus homeostatic gains, two gradient memories and a polarity-modulated gradient.
+
+    from optirep import optim
+    opt = optim.build("biostatis_v6", model.parameters())          # V6-H, the seed's code defaults
+    opt = optim.build("biostatis_v6_global", model.parameters())   # V6-G, the GPT-1 variant
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from ._base import Diagnostics, check_betas, check_hp, check_not_sparse
+from .registry import Entry
+
+_NAME = "BiostatisV6"
+_HIERARCHIES = ("hierarchical", "global")
+_STATE_KEYS = ("exp_avg", "exp_avg_sq", "memory_ema_1", "memory_ema_2")
+
+
+def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
+    """Moment and memory updates in place; returns the six per-tensor sums the gains need."""
+    m.lerp_(g, 1 - b1)
+    v.mul_(b2).addcmul_(g, g, value=1 - b2)
+    M1.lerp_(g, 1 - d1)
+    M2.lerp_(g, 1 - d2)
+    return torch.stack([(g * g).sum(), g.tanh().abs().sum(), (m * g).sum(), (m * m).sum(),
+                        m.abs().sum(), v.sqrt().sum()])
+
+
+def _update_kernel(p, g, m, v, M1, M2, c):
+    """p <- c6 p + c7 [m/(c0 sqrt(v) + c1) + c2 M1 + c3 M2 + c4 g + c5 |g|]; returns the two squared norms
+    of the Adam part and of the extra part (before the c7 scaling) for the diagnostics."""
+    adam = m / (v.sqrt() * c[0] + c[1])
+    extra = c[2] * M1 + c[3] * M2 + c[4] * g + c[5] * g.abs()
+    p.mul_(c[6]).add_((adam + extra) * c[7])
+    return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _compiled(name: str) -> Callable:
+    # One dynamic-shape graph per kernel, shared by every tensor and optimizer in the process.
+    if name not in _COMPILED:
+        fn = {"sensors": _sensors_kernel, "update": _update_kernel}[name]
+        _COMPILED[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return _COMPILED[name]
+
+
+class BiostatisV6(torch.optim.Optimizer):
+    r"""AdamW whose step is scaled by homeostatic gains and topped up with memory and gradient terms.
+
+    Seed:
+        Hindolch/V6-optimizer. V6-H is ``optimizers/biostatis.py @ 09882d3`` (CIFAR-10/100 runs);
+        V6-G is the class in ``experiments/gpt1_v6.py @ 0561329`` (Shakespeare GPT-1 run). Both are
+        specified in section 1 of the project's seeds spec (research/seeds-spec.md); this class follows
+        the seed *code* where its README disagrees.
+
+    Math:
+        Per step and per param group; ``g`` is one tensor's gradient, ``t`` its step (1-based),
+        ``n`` its element count, ``N`` the group's total element count, ``mean`` over elements.
+
+        Sensors: energy ``E = mean(g^2)`` and coherence ``C = mean(|tanh g|)``, once over the whole
+        group (``E_g, C_g``: the seed's ``g_cat``) and once per tensor (``E_l, C_l``).
+
+        Gains. ``hierarchy="hierarchical"`` (V6-H), with ``k = global_strength`` (0.5),
+        ``b_g = global_energy_blend`` (0.9), ``b_l = local_energy_blend`` (0.8):
+            h_g = 1 - k rho tanh(C_g - c*)
+            e_g = clip(1 + b_g k lam (E* - E_g), global_clamp)      # = clip(0.9 (1 + .5 lam (E*-E_g)) + 0.1)
+            h_l = 1 - rho tanh(C_l - c*)
+            e_l = clip(1 + b_l lam (E* - E_l), local_clamp)         # = clip(0.8 (1 + lam (E*-E_l)) + 0.2)
+            h = a h_g + (1-a) h_l,  e = a e_g + (1-a) e_l           # a = global_share (0.3)
+        ``hierarchy="global"`` (V6-G): the local formulas at full strength on the group sensors,
+            h = 1 - rho tanh(C_g - c*),  e = clip(1 + b_l lam (E* - E_g), local_clamp).
+
+        Per tensor:
+            m <- b1 m + (1-b1) g,   v <- b2 v + (1-b2) g^2            (exp_avg, exp_avg_sq)
+            M_k <- d_k M_k + (1-d_k) g  (k=1,2),  F = w1 M_1 + w2 M_2    (memory_ema_1/2)
+            c = cos(vec m, vec g)                                     (one scalar per tensor)
+            g~ = g (1 + 0.5 sign(g) tanh c) = g + 0.5 tanh(c) |g|     (symmetric_polarity=False)
+            I = mean|m| / (mean sqrt(v) + importance_eps)             (raw moments)
+            if I < tau:  g~ <- g~ + kappa (1 - exp(-ascent_ramp t)) g
+            bc1 = 1 - b1^t, bc2 = 1 - b2^t,  denom = sqrt(v)/sqrt(bc2) + eps
+            p <- p (1 - lr wd) - (lr/bc1) h e [ m/denom + memory_coef F + grad_coef g~ ]
+
+        Equivalently ``p <- (1 - lr wd) p - lr h e [m_hat/(sqrt(v_hat)+eps) + (0.05 F + 0.01 g~)/bc1]``.
+        With every mechanism off (homeo_rate = lambda_energy = memory_coef = grad_coef = 0) the gains
+        are exactly 1 and this is ``torch.optim.AdamW`` step for step.
+
+        State per parameter: ``exp_avg, exp_avg_sq, memory_ema_1, memory_ema_2`` (4 P, AdamW has 2 P)
+        and ``step`` (Python int, as in the seed).
+
+    Deviations from the seed:
+        * Where README and code disagree (spec 1(d)) this follows the CODE; each alternative reading is
+          a flag: ``symmetric_polarity`` (README's "aligns directions": ``g~ = g (1 + 0.5 tanh c)``),
+          ``true_ascent`` (the "selective ascent" term is really extra descent in the code; True
+          subtracts it), ``bias_correct_extras`` (code divides the F and g~ terms by bc1; False uses
+          plain lr as the README formula), ``wd_scaled_by_gains`` (code decays by ``lr wd`` only;
+          True uses ``lr h e wd``).
+        * Every hard-coded constant is a hyperparameter with the seed's value as default
+          (memory_coef, grad_coef, global_share, clamps, energy blends, global_strength, ascent_ramp,
+          importance_eps, cosine_eps).
+        * The seed moves the sensors and gains to the host (``.item()``, Python floats, tanh in
+          float32). Here they stay on the device as tensors in the compute dtype (float64 for float64
+          params, else float32); values agree to rounding. The branch ``I < tau`` is a ``torch.where``.
+        * The two memories are stored as ``memory_ema_1``/``memory_ema_2`` instead of a list
+          ``memory_emas``.
+        * bfloat16/float16 params: the arithmetic runs in float32 and the four state tensors are kept
+          in float32 (an EMA with decay 0.999 stalls in bfloat16), so the state is 8 bytes per
+          bf16 param byte there; ``load_state_dict`` keeps them float32.
+        * Sparse gradients raise RuntimeError (V6-H did not check; V6-G raised).
+
+    Warnings:
+        * With ordinary gradients (|g| << 1) ``C`` sits far below ``c*``, so ``h`` is a near-constant
+          learning-rate multiplier (about 1.28 with the CIFAR config rho=0.5, 1.02 with the GPT-1
+          config) and ``e`` stays at 1; compare against AdamW at ``lr * h``, not at ``lr``.
+        * "Global" means per param group, as in the seed. A group must live on one device.
+        * Low-precision params are rounded back to their dtype after each step (small updates of
+          large bf16 weights are lost, as with torch's AdamW).
+
+    Args:
+        params: iterable of tensors or param-group dicts.
+        lr: learning rate (1e-3).
+        betas: Adam decays (b1, b2) ((0.9, 0.999)).
+        eps: added to the bias-corrected sqrt(v) (1e-8).
+        weight_decay: decoupled weight decay (1e-2).
+        homeo_rate: rho, strength of the coherence gain h (0.03; CIFAR runs 0.5).
+        coherence_target: c* (0.8).
+        energy_target: E* (1e-3).
+        lambda_energy: lam, strength of the energy gain e (0.1).
+        memory_decays: (d1, d2) of the two gradient EMAs ((0.9, 0.99)).
+        memory_weights: (w1, w2) of F ((0.6, 0.4)).
+        flip_threshold: tau, importance below which the ascent term is added (0.2).
+        ascent_strength: kappa (0.05).
+        hierarchy: "hierarchical" (V6-H) or "global" (V6-G).
+        memory_coef: weight of F in the step (0.05).
+        grad_coef: weight of g~ in the step (0.01).
+        global_share: a, weight of the global gains in the blend (0.3).
+        global_strength: factor on rho and lam for the global gains of V6-H (0.5).
+        global_energy_blend: b_g (0.9).
+        local_energy_blend: b_l (0.8; also V6-G's gain).
+        global_clamp: clip range of e_g ((0.925, 1.075)).
+        local_clamp: clip range of e_l and of V6-G's e ((0.85, 1.15)).
+        ascent_ramp: rate of the ramp 1 - exp(-ascent_ramp t) (0.02).
+        importance_eps: added to mean sqrt(v) in I (1e-12).
+        cosine_eps: floor on each norm in the cosine (1e-8, torch's default).
+        symmetric_polarity: README reading of the polarity term (False = seed code).
+        true_ascent: subtract the ascent term from g~ (False = seed code, which adds it).
+        bias_correct_extras: divide the F and g~ terms by bc1 (True = seed code).
+        wd_scaled_by_gains: decay by lr h e wd (False = seed code, lr wd).
+        diag_every: compute the extra-term share for diagnostics every this many steps (10; 0 = never);
+            it costs two extra passes over the parameters.
+        foreach: None or True = the fast multi-tensor path (torch._foreach_*, no host syncs);
+            False = the single-tensor reference loop (ground truth).
+        compile: with foreach not False, run each tensor through two torch.compile'd fused kernels
+            instead of ~25 foreach passes (False). About AdamW's step time on CPU, but the first step
+            compiles for a minute or more (cached on disk for later processes).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        homeo_rate: float = 0.03,
+        coherence_target: float = 0.8,
+        energy_target: float = 1e-3,
+        lambda_energy: float = 0.1,
+        memory_decays: tuple[float, float] = (0.9, 0.99),
+        memory_weights: tuple[float, float] = (0.6, 0.4),
+        flip_threshold: float = 0.2,
+        ascent_strength: float = 0.05,
+        hierarchy: str = "hierarchical",
+        memory_coef: float = 0.05,
+        grad_coef: float = 0.01,
+        global_share: float = 0.3,
+        global_strength: float = 0.5,
+        global_energy_blend: float = 0.9,
+        local_energy_blend: float = 0.8,
+        global_clamp: tuple[float, float] = (0.925, 1.075),
+        local_clamp: tuple[float, float] = (0.85, 1.15),
+        ascent_ramp: float = 0.02,
+        importance_eps: float = 1e-12,
+        cosine_eps: float = 1e-8,
+        symmetric_polarity: bool = False,
+        true_ascent: bool = False,
+        bias_correct_extras: bool = True,
+        wd_scaled_by_gains: bool = False,
+        diag_every: int = 10,
+        foreach: bool | None = None,
+        compile: bool = False,
+    ):
+        def finite(x) -> bool:
+            return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+        for name, value in [("lr", lr), ("eps", eps), ("weight_decay", weight_decay),
+                            ("homeo_rate", homeo_rate), ("lambda_energy", lambda_energy),
+                            ("flip_threshold", flip_threshold), ("ascent_strength", ascent_strength),
+                            ("memory_coef", memory_coef), ("grad_coef", grad_coef),
+                            ("global_strength", global_strength), ("ascent_ramp", ascent_ramp)]:
+            check_hp(finite(value) and value >= 0, name, value, "must be a finite number >= 0")
+        for name, value in [("coherence_target", coherence_target), ("energy_target", energy_target)]:
+            check_hp(finite(value), name, value, "must be a finite number")
+        for name, value in [("importance_eps", importance_eps), ("cosine_eps", cosine_eps)]:
+            check_hp(finite(value) and value > 0, name, value, "must be a finite number > 0")
+        for name, value in [("global_share", global_share), ("global_energy_blend", global_energy_blend),
+                            ("local_energy_blend", local_energy_blend)]:
+            check_hp(finite(value) and 0 <= value <= 1, name, value, "must be in [0, 1]")
+        check_betas(betas)
+        check_betas(memory_decays, "memory_decays")
+        check_hp(isinstance(memory_weights, (tuple, list)) and len(memory_weights) == 2
+                 and all(finite(w) for w in memory_weights), "memory_weights", memory_weights,
+                 "must be a pair of finite numbers")
+        for name, value in [("global_clamp", global_clamp), ("local_clamp", local_clamp)]:
+            check_hp(isinstance(value, (tuple, list)) and len(value) == 2 and all(finite(x) for x in value)
+                     and 0 <= value[0] <= value[1], name, value, "must be a pair (lo, hi) with 0 <= lo <= hi")
+        check_hp(hierarchy in _HIERARCHIES, "hierarchy", hierarchy, f"must be one of {list(_HIERARCHIES)}")
+        for name, value in [("symmetric_polarity", symmetric_polarity), ("true_ascent", true_ascent),
+                            ("bias_correct_extras", bias_correct_extras),
+                            ("wd_scaled_by_gains", wd_scaled_by_gains)]:
+            check_hp(isinstance(value, bool), name, value, "must be True or False")
+        check_hp(isinstance(diag_every, int) and not isinstance(diag_every, bool) and diag_every >= 0,
+                 "diag_every", diag_every, "must be an int >= 0")
+        check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
+        check_hp(isinstance(compile, bool), "compile", compile, "must be True or False")
+
+        defaults = dict(
+            lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, homeo_rate=homeo_rate,
+            coherence_target=coherence_target, energy_target=energy_target, lambda_energy=lambda_energy,
+            memory_decays=tuple(memory_decays), memory_weights=tuple(memory_weights),
+            flip_threshold=flip_threshold, ascent_strength=ascent_strength, hierarchy=hierarchy,
+            memory_coef=memory_coef, grad_coef=grad_coef, global_share=global_share,
+            global_strength=global_strength, global_energy_blend=global_energy_blend,
+            local_energy_blend=local_energy_blend, global_clamp=tuple(global_clamp),
+            local_clamp=tuple(local_clamp), ascent_ramp=ascent_ramp, importance_eps=importance_eps,
+            cosine_eps=cosine_eps, symmetric_polarity=symmetric_polarity, true_ascent=true_ascent,
+            bias_correct_extras=bias_correct_extras, wd_scaled_by_gains=wd_scaled_by_gains,
+            diag_every=diag_every, foreach=foreach, compile=compile,
+        )
+        super().__init__(params, defaults)
+        self._diag = Diagnostics()
+
+    # ------------------------------------------------------------------ shared pieces
+
+    @staticmethod
+    def _work_dtype(p: torch.Tensor) -> torch.dtype:
+        return torch.float64 if p.dtype == torch.float64 else torch.float32
+
+    def _init_state(self, p: torch.Tensor) -> dict:
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            for key in _STATE_KEYS:
+                state[key] = torch.zeros_like(p, dtype=self._work_dtype(p), memory_format=torch.preserve_format)
+        return state
+
+    def _collect(self, group: dict):
+        """Params with a gradient, their float32/float64 working copies and their states."""
+        params, work, grads, states = [], [], [], []
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            check_not_sparse(p.grad, _NAME)
+            dt = self._work_dtype(p)
+            params.append(p)
+            # Low-precision params are updated through a float32 copy (written back after the step).
+            work.append(p if p.dtype == dt else p.detach().to(dt))
+            grads.append(p.grad if p.grad.dtype == dt else p.grad.to(dt))
+            state = self._init_state(p)
+            state["step"] += 1
+            states.append(state)
+        return params, work, grads, states
+
+    @staticmethod
+    def _gains(group: dict, E_g, C_g, E_l, C_l):
+        """(h, e, parts) from group sensors (0-d) and per-tensor sensors (any shape, broadcast)."""
+        rho, lam = group["homeo_rate"], group["lambda_energy"]
+        c_star, e_star = group["coherence_target"], group["energy_target"]
+        llo, lhi = group["local_clamp"]
+        b_l = group["local_energy_blend"]
+        if group["hierarchy"] == "global":
+            h = 1 - rho * torch.tanh(C_g - c_star)
+            # 1 + b (x - 1) is b x + (1 - b) written so that lam = 0 gives exactly 1.
+            e = torch.clamp(1 + b_l * lam * (e_star - E_g), llo, lhi)
+            return h, e, {"h_g": h, "e_g": e}
+        k, a = group["global_strength"], group["global_share"]
+        glo, ghi = group["global_clamp"]
+        h_g = 1 - k * rho * torch.tanh(C_g - c_star)
+        e_g = torch.clamp(1 + group["global_energy_blend"] * k * lam * (e_star - E_g), glo, ghi)
+        h_l = 1 - rho * torch.tanh(C_l - c_star)
+        e_l = torch.clamp(1 + b_l * lam * (e_star - E_l), llo, lhi)
+        # h_l + a (h_g - h_l) is a h_g + (1-a) h_l, exact when both are 1.
+        h = h_l + a * (h_g - h_l)
+        e = e_l + a * (e_g - e_l)
+        return h, e, {"h_g": h_g, "e_g": e_g, "h_l": h_l, "e_l": e_l}
+
+    def _record(self, gi: int, C_g, E_g, h, e, parts, fired) -> None:
+        sfx = "" if gi == 0 else f"/group{gi}"
+        rec = self._diag.record
+        rec("C_g" + sfx, C_g)
+        rec("E_g" + sfx, E_g)
+        rec("h_g" + sfx, parts["h_g"])
+        rec("e_g" + sfx, parts["e_g"])
+        if "h_l" in parts:
+            rec("h_local_mean" + sfx, parts["h_l"].mean())
+            rec("e_local_mean" + sfx, parts["e_l"].mean())
+        rec("h_mean" + sfx, h.mean())
+        rec("e_mean" + sfx, e.mean())
+        rec("h_min" + sfx, h.min())
+        rec("h_max" + sfx, h.max())
+        rec("ascent_fired_share" + sfx, fired.to(h.dtype).mean())
+
+    def _record_share(self, gi: int, extra_sq, adam_sq) -> None:
+        """Extra-term share: ||(lr/bc1)(mc F + gc g~)|| / ||(lr/bc1) m/denom|| over the group, and max per tensor."""
+        sfx = "" if gi == 0 else f"/group{gi}"
+        self._diag.record("extra_share" + sfx, (extra_sq.sum() / adam_sq.sum()).sqrt())
+        self._diag.record("extra_share_max" + sfx, (extra_sq / adam_sq).sqrt().max())
+
+    # ------------------------------------------------------------------ step
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        """One optimizer step; `closure` (re-evaluates the loss) runs under grad mode if given."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for gi, group in enumerate(self.param_groups):
+            params, work, grads, states = self._collect(group)
+            if not params:
+                continue
+            if group["foreach"] is False:
+                self._step_reference(gi, group, work, grads, states)
+            elif group["compile"]:
+                self._step_compiled(gi, group, work, grads, states)
+            else:
+                self._step_foreach(gi, group, work, grads, states)
+            for p, w in zip(params, work):
+                if w is not p:
+                    p.copy_(w)
+        return loss
+
+    def _step_reference(self, gi, group, work, grads, states) -> None:
+        """Single-tensor loop, the ground truth (follows the seed's order of operations)."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        b1, b2 = group["betas"]
+        (d1, d2), (w1, w2) = group["memory_decays"], group["memory_weights"]
+        mc, gc = group["memory_coef"], group["grad_coef"]
+        sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        g_cat = torch.cat([g.reshape(-1).to(sdt) for g in grads])
+        E_g = g_cat.pow(2).mean()
+        C_g = g_cat.tanh().abs().mean()
+        diag_due = group["diag_every"] > 0 and states[0]["step"] % group["diag_every"] == 0
+        hs, es, fireds, h_ls, e_ls, extra_sq, adam_sq = [], [], [], [], [], [], []
+        parts = {}
+        for p, g, state in zip(work, grads, states):
+            t = state["step"]
+            m, v = state["exp_avg"], state["exp_avg_sq"]
+            M1, M2 = state["memory_ema_1"], state["memory_ema_2"]
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            M1.lerp_(g, 1 - d1)
+            M2.lerp_(g, 1 - d2)
+            F = w1 * M1 + w2 * M2
+
+            c = torch.cosine_similarity(m.reshape(-1), g.reshape(-1), dim=0, eps=group["cosine_eps"])
+            if group["symmetric_polarity"]:
+                g_t = g * (1 + 0.5 * torch.tanh(c))
+            else:
+                g_t = g * (1 + 0.5 * torch.sign(g) * torch.tanh(c))
+            importance = m.abs().mean() / (v.sqrt().mean() + group["importance_eps"])
+            fired = bool(importance < group["flip_threshold"])
+            if fired:
+                ramp = group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t))
+                g_t = g_t - ramp * g if group["true_ascent"] else g_t + ramp * g
+
+            bc1, bc2 = 1 - b1 ** t, 1 - b2 ** t
+            denom = (v.sqrt() / math.sqrt(bc2)).add_(eps)
+            step_size = lr / bc1
+
+            E_l = g.to(sdt).pow(2).mean()
+            C_l = g.to(sdt).tanh().abs().mean()
+            h, e, parts = self._gains(group, E_g, C_g, E_l, C_l)
+            adam = m / denom
+            extras = mc * F + gc * g_t
+            if not group["bias_correct_extras"]:
+                extras = extras * bc1
+            if diag_due:
+                extra_sq.append((step_size * extras).to(sdt).pow(2).sum())
+                adam_sq.append((step_size * adam).to(sdt).pow(2).sum())
+            decay = lr * wd * h * e if group["wd_scaled_by_gains"] else lr * wd
+            p.mul_(1 - decay)
+            p.sub_((adam + extras) * (step_size * h * e).to(p.dtype))
+            hs.append(h)
+            es.append(e)
+            fireds.append(torch.tensor(fired))
+            if "h_l" in parts:
+                h_ls.append(parts["h_l"])
+                e_ls.append(parts["e_l"])
+        if h_ls:
+            parts = {**parts, "h_l": torch.stack(h_ls), "e_l": torch.stack(e_ls)}
+        self._record(gi, C_g, E_g, torch.stack(hs), torch.stack(es), parts, torch.stack(fireds))
+        if diag_due:
+            self._record_share(gi, torch.stack(extra_sq), torch.stack(adam_sq))
+
+    def _step_foreach(self, gi, group, work, grads, states) -> None:
+        """Multi-tensor path: torch._foreach_* ops, per-tensor scalars as device tensors, no host sync."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        b1, b2 = group["betas"]
+        (d1, d2), (w1, w2) = group["memory_decays"], group["memory_weights"]
+        mc, gc = group["memory_coef"], group["grad_coef"]
+        dev = grads[0].device
+        sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        m_l = [s["exp_avg"] for s in states]
+        v_l = [s["exp_avg_sq"] for s in states]
+        M1_l = [s["memory_ema_1"] for s in states]
+        M2_l = [s["memory_ema_2"] for s in states]
+
+        # Per-tensor host scalars (the step counters are Python ints, so no sync).
+        steps = [s["step"] for s in states]
+        bc1 = [1 - b1 ** t for t in steps]
+        bc2_sqrt = [math.sqrt(1 - b2 ** t) for t in steps]
+        ramp = [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]
+        numel = [g.numel() for g in grads]
+        host = torch.tensor([numel, bc1, ramp], dtype=sdt).to(dev, non_blocking=True)
+        n_t, bc1_t, ramp_t = host[0], host[1], host[2]
+
+        def stack(xs):
+            if len({x.dtype for x in xs}) > 1 or xs[0].dtype != sdt:
+                xs = [x.to(sdt) for x in xs]
+            return torch.stack(xs)
+
+        def sums(xs):
+            # Per-tensor .sum() beats _foreach_norm(ord=1) on CPU, and the inputs are >= 0.
+            return stack([x.sum() for x in xs])
+
+        g_norm = stack(torch._foreach_norm(grads, 2))
+        torch._foreach_lerp_(m_l, grads, 1 - b1)
+        torch._foreach_mul_(v_l, b2)
+        torch._foreach_addcmul_(v_l, grads, grads, 1 - b2)
+        torch._foreach_lerp_(M1_l, grads, 1 - d1)
+        torch._foreach_lerp_(M2_l, grads, 1 - d2)
+
+        # Cosine of (m, g) per tensor; torch.cosine_similarity floors each norm at eps.
+        dots = stack([torch.dot(m.reshape(-1), g.reshape(-1)) for m, g in zip(m_l, grads)])
+        m_norm = stack(torch._foreach_norm(m_l, 2))
+        ce = group["cosine_eps"]
+        half_tanh = 0.5 * torch.tanh(dots / (m_norm.clamp_min(ce) * g_norm.clamp_min(ce)))
+        m_abs_sum = stack(torch._foreach_norm(m_l, 1))
+
+        # Two scratch lists: `buf` (|g|, then the sensor, then denom) and `extras` (the step direction).
+        buf = torch._foreach_abs(grads)
+        extras = torch._foreach_mul(M1_l, mc * w1)
+        torch._foreach_add_(extras, M2_l, alpha=mc * w2)
+        # |tanh g| = 2 sigmoid(2|g|) - 1: torch's sigmoid is ~4x faster than its tanh on CPU.
+        # (In float32 each term carries ~3e-8 absolute error; C only enters through tanh(C - c*).)
+        # buf still holds |g| for the polarity term, added below once `a, b` are known.
+        abs_g = buf
+
+        # Denominator from v in a third pass over `buf` after the sensor; first the importance.
+        sq = torch._foreach_sqrt(v_l)
+        sqrt_v_sum = sums(sq)
+        importance = (m_abs_sum / n_t) / (sqrt_v_sum / n_t + group["importance_eps"])
+        fired = importance < group["flip_threshold"]
+        ramp_t = torch.where(fired, ramp_t, torch.zeros_like(ramp_t))
+
+        # g~ = a g + b |g|
+        a = 1 - ramp_t if group["true_ascent"] else 1 + ramp_t
+        if group["symmetric_polarity"]:
+            a = a + half_tanh
+        torch._foreach_addcmul_(extras, grads, (gc * a).to(grads[0].dtype).unbind())
+        if not group["symmetric_polarity"]:
+            torch._foreach_addcmul_(extras, abs_g, (gc * half_tanh).to(grads[0].dtype).unbind())
+        if not group["bias_correct_extras"]:
+            torch._foreach_mul_(extras, bc1)
+
+        torch._foreach_mul_(abs_g, 2.0)
+        torch._foreach_sigmoid_(abs_g)
+        tanh_l1 = 2 * sums(abs_g) - n_t
+        del abs_g, buf
+        g_sq = g_norm * g_norm
+        N = n_t.sum()
+        E_g, C_g = g_sq.sum() / N, tanh_l1.sum() / N
+        h, e, parts = self._gains(group, E_g, C_g, g_sq / n_t, tanh_l1 / n_t)
+        h = h.expand_as(n_t)
+        e = e.expand_as(n_t)
+
+        # denom = sqrt(v)/sqrt(bc2) + eps
+        torch._foreach_div_(sq, bc2_sqrt)
+        torch._foreach_add_(sq, eps)
+        diag_due = group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0
+        step_size = lr / bc1_t
+        if diag_due:
+            adam = torch._foreach_div(m_l, sq)
+            adam_sq = (stack(torch._foreach_norm(adam, 2)) * step_size) ** 2
+            del adam
+            extra_sq = (stack(torch._foreach_norm(extras, 2)) * step_size) ** 2
+        torch._foreach_addcdiv_(extras, m_l, sq)
+        del sq
+
+        if group["wd_scaled_by_gains"]:
+            decay = (1 - lr * wd * h * e).to(work[0].dtype).unbind()
+            torch._foreach_mul_(work, decay)
+        elif wd != 0:
+            torch._foreach_mul_(work, 1 - lr * wd)
+        coef = (-(step_size * h * e)).to(work[0].dtype).unbind()
+        torch._foreach_addcmul_(work, extras, coef)
+
+        self._record(gi, C_g, E_g, h, e, parts, fired)
+        if diag_due:
+            self._record_share(gi, extra_sq, adam_sq)
+
+    def _step_compiled(self, gi, group, work, grads, states) -> None:
+        """Two fused torch.compile kernels per tensor (sensors, update); per-tensor scalars on the device."""
+        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
+        b1, b2 = group["betas"]
+        (d1, d2), (w1, w2) = group["memory_decays"], group["memory_weights"]
+        mc, gc = group["memory_coef"], group["grad_coef"]
+        dev = grads[0].device
+        sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
+        sensors, update = _compiled("sensors"), _compiled("update")
+
+        def flat(x):
+            return x.view(-1) if x.is_contiguous() else x
+
+        steps = [s["step"] for s in states]
+        bc1 = [1 - b1 ** t for t in steps]
+        host = torch.tensor([[g.numel() for g in grads], bc1,
+                             [1 / math.sqrt(1 - b2 ** t) for t in steps],
+                             [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]],
+                            dtype=sdt).to(dev, non_blocking=True)
+        n_t, bc1_t, inv_bc2s, ramp_t = host.unbind()
+        tensors = [[flat(x) for x in (g, s["exp_avg"], s["exp_avg_sq"], s["memory_ema_1"], s["memory_ema_2"])]
+                   for g, s in zip(grads, states)]
+        sums = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
+        g_sq, tanh_l1, dots, m_sq, m_abs_sum, sqrt_v_sum = sums.unbind(1)
+        ce = group["cosine_eps"]
+        half_tanh = 0.5 * torch.tanh(dots / (m_sq.sqrt().clamp_min(ce) * g_sq.sqrt().clamp_min(ce)))
+        importance = (m_abs_sum / n_t) / (sqrt_v_sum / n_t + group["importance_eps"])
+        fired = importance < group["flip_threshold"]
+        ramp_t = torch.where(fired, ramp_t, torch.zeros_like(ramp_t))
+        a = 1 - ramp_t if group["true_ascent"] else 1 + ramp_t
+        if group["symmetric_polarity"]:
+            a, b = a + half_tanh, torch.zeros_like(half_tanh)
+        else:
+            b = half_tanh
+        extra_scale = torch.ones_like(bc1_t) if group["bias_correct_extras"] else bc1_t
+        N = n_t.sum()
+        E_g, C_g = g_sq.sum() / N, tanh_l1.sum() / N
+        h, e, parts = self._gains(group, E_g, C_g, g_sq / n_t, tanh_l1 / n_t)
+        h, e = h.expand_as(n_t), e.expand_as(n_t)
+        step_size = lr / bc1_t
+        decay = 1 - lr * wd * h * e if group["wd_scaled_by_gains"] else torch.full_like(n_t, 1 - lr * wd)
+        coefs = torch.stack([inv_bc2s, torch.full_like(n_t, eps), extra_scale * mc * w1, extra_scale * mc * w2,
+                             extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
+        norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
+                             for p, ts, c in zip(work, tensors, coefs.unbind(0))])
+        self._record(gi, C_g, E_g, h, e, parts, fired)
+        if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
+            self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)
+
+    # ------------------------------------------------------------------ state and diagnostics
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch casts floating state to the param dtype; put low-precision params' state back in float32."""
+        super().load_state_dict(state_dict)
+        ids = [i for g in state_dict["param_groups"] for i in g["params"]]
+        params = [p for g in self.param_groups for p in g["params"]]
+        for i, p in zip(ids, params):
+            saved = state_dict["state"].get(i)
+            if saved is None or p.dtype in (torch.float32, torch.float64):
+                continue
+            for key in _STATE_KEYS:
+                if key in saved:
+                    self.state[p][key] = saved[key].to(device=p.device, dtype=torch.float32, copy=True)
+
+    def diagnostics(self) -> dict[str, float]:
+        """Internal signals since the last call, synced to the host once.
+
+        Keys (group 0; other groups get a ``/group<i>`` suffix), each also as ``<key>_mean``:
+        ``C_g, E_g`` (group coherence and energy), ``h_g, e_g`` (global gains; V6-G: the gains),
+        ``h_local_mean, e_local_mean`` (V6-H: mean over tensors of h_l, e_l), ``h_mean, e_mean,
+        h_min, h_max`` (the gains applied), ``ascent_fired_share`` (tensors with I < tau),
+        ``extra_share, extra_share_max`` (every ``diag_every`` steps: norm of the memory+gradient
+        terms over norm of the Adam term, group-wide and max per tensor).
+        """
+        return self._diag.read()
+
+
+_V6_DEFAULTS: dict[str, Any] = dict(
+    lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, homeo_rate=0.03, coherence_target=0.8,
+    energy_target=1e-3, lambda_energy=0.1, memory_decays=(0.9, 0.99), memory_weights=(0.6, 0.4),
+    flip_threshold=0.2, ascent_strength=0.05,
+)
+
+# Every gain exactly 1 and no extra terms: BiostatisV6 becomes torch.optim.AdamW.
+_MECHANISMS_OFF = dict(homeo_rate=0.0, lambda_energy=0.0, memory_coef=0.0, grad_coef=0.0)
+
+ENTRIES: list[Entry] = [
+    Entry("biostatis_v6", BiostatisV6, {**_V6_DEFAULTS, "hierarchy": "hierarchical"}, "adamw",
+          mechanisms_off=_MECHANISMS_OFF,
+          summary="BiostatisV6 (V6-H): AdamW x hierarchical homeostatic gains (30% global, 70% local) + memory terms"),
+    Entry("biostatis_v6_global", BiostatisV6, {**_V6_DEFAULTS, "hierarchy": "global"}, "adamw",
+          mechanisms_off=_MECHANISMS_OFF,
+          summary="BiostatisV6 (V6-G, GPT-1 variant): AdamW x group-level homeostatic gains + memory terms"),
+]
