@@ -1,0 +1,355 @@
+"""Per-task statistics over the final runs of one experiment, computed once into JSON.
+
+    optirep aggregate --experiment experiments/X.yaml --results results/X --task T \
+        --out results/X/aggregate/T.json
+
+Reads `runs/<T>/<label>/seed<s>/metrics.json` (plus `metrics.jsonl` curves and, when present,
+`analysis/<T>/<label>/seed<s>.json` and `tune/<T>/<label>/`), and writes per label: summaries of
+every scalar metric, the diverged runs, time-to-target, the learning curves and the tuning trials;
+then every non-baseline label against the baseline (Welch, Hedges' g, Holm across the task) and the
+baseline sanity gate. Everything downstream (tables, figures, claims, README) only reads this file.
+
+Conventions (see docs/DESIGN.md):
+* The baseline label is the task's `gate.optimizer`; without a gate, the first label of the task.
+* A diverged run keeps its place with NaN metrics (`null` in the JSON): it is counted in
+  `n_diverged`, its summary has `n_nan`, and comparisons say how many runs they could use.
+* A seed listed in the experiment without a finished run (no metrics.json) is listed in `missing`.
+* Target = the median `best_val` of the baseline over its seeds (AlgoPerf); a run that never
+  reaches it has step/seconds `null` (a miss, "infinite" time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import yaml
+
+from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
+from optirep.report._io import as_float, read_json, write_json
+
+ALPHA = 0.05
+
+# Scalar keys of metrics.json summarised per label (others are copied from the first run).
+RUN_METRICS = (
+    "final_test", "final_val", "best_val", "best_val_step", "final_train_loss",
+    "wall_time_s", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes",
+    "optimizer_state_bytes",
+)
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False}
+
+
+class AggregateError(ValueError):
+    """The results tree or the experiment file cannot be aggregated; the message names the path."""
+
+
+def load_experiment(path: str | Path) -> dict:
+    """The experiment YAML as a dict (shape checks live in optirep.config; here only what we use)."""
+    path = Path(path)
+    if not path.exists():
+        raise AggregateError(f"experiment file {path} does not exist")
+    cfg = yaml.safe_load(path.read_text())
+    if not isinstance(cfg, dict) or "tasks" not in cfg:
+        raise AggregateError(f"{path}: not an experiment YAML (needs top-level keys name, scale, seeds, tasks)")
+    return cfg
+
+
+def baseline_label(task_cfg: dict) -> str:
+    """The label every other label is compared with: gate.optimizer, else the first label."""
+    gate = task_cfg.get("gate") or {}
+    if gate.get("optimizer"):
+        return gate["optimizer"]
+    labels = task_cfg.get("optimizers") or []
+    if not labels:
+        raise AggregateError("task has no `optimizers` list and no gate: no baseline label")
+    return labels[0]
+
+
+def _seed_of(dirname: str) -> int:
+    return int(dirname.removeprefix("seed"))
+
+
+def read_curve(run_dir: Path) -> dict[str, list]:
+    """metrics.jsonl as columns: step, val_metric, train_loss, wall_time_s (missing values NaN)."""
+    cols: dict[str, list] = {"step": [], "val_metric": [], "train_loss": [], "wall_time_s": []}
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return cols
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise AggregateError(f"{path}:{lineno}: not valid JSON ({exc})") from exc
+        if "step" not in rec:
+            continue
+        cols["step"].append(int(rec["step"]))
+        for key in ("val_metric", "train_loss", "wall_time_s"):
+            cols[key].append(as_float(rec.get(key)))
+    return cols
+
+
+def _numeric_items(d: dict | None, prefix: str = "") -> dict[str, float]:
+    """Scalar numbers of a dict (booleans excluded), one level of nesting flattened with '.'."""
+    out: dict[str, float] = {}
+    for k, v in (d or {}).items():
+        if isinstance(v, bool):
+            continue
+        if isinstance(v, (int, float)) or v is None:
+            out[prefix + k] = as_float(v)
+        elif isinstance(v, dict) and not prefix:
+            out.update(_numeric_items(v, prefix=f"{k}."))
+    return out
+
+
+def collect_label(results: Path, task: str, label: str, seeds: Sequence[int]) -> dict[str, Any]:
+    """Every finished seed of one label: metrics, analysis scalars, curves, divergences."""
+    label_dir = results / "runs" / task / label
+    found = sorted((p for p in label_dir.glob("seed*") if (p / "metrics.json").exists()),
+                   key=lambda p: _seed_of(p.name)) if label_dir.exists() else []
+    runs = []
+    for run_dir in found:
+        m = read_json(run_dir / "metrics.json")
+        seed = int(m.get("seed", _seed_of(run_dir.name)))
+        values = {k: as_float(m.get(k)) for k in RUN_METRICS}
+        values.update({f"extra.{k}": v for k, v in _numeric_items(m.get("extra")).items()})
+        analysis_file = results / "analysis" / task / label / f"seed{seed}.json"
+        if analysis_file.exists():
+            values.update(_numeric_items(read_json(analysis_file)))
+        runs.append({
+            "seed": seed, "dir": str(run_dir), "meta": m, "values": values,
+            "diverged": bool(m.get("diverged")) or not math.isfinite(values["final_test"]),
+            "curve": read_curve(run_dir),
+        })
+    done = {r["seed"] for r in runs}
+    return {"runs": runs, "missing": [s for s in seeds if s not in done]}
+
+
+def _finite(xs: Sequence[float]) -> list[float]:
+    return [float(x) for x in xs if x is not None and math.isfinite(float(x))]
+
+
+def compare(method: Sequence[float], baseline: Sequence[float], higher_is_better: bool,
+            method_seeds: Sequence[int] | None = None, baseline_seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """Welch test, Hedges' g and paired seed wins of method minus baseline.
+
+    NaN (diverged) values are left out of the test and counted in n_method_nan / n_baseline_nan;
+    in the paired seed wins a diverged seed is a loss. `better` is True when the difference points
+    the way the metric improves. Constant arms (e.g. optimizer-state bytes) follow `welch`'s limit:
+    p = 0 and a zero-width interval for different constants.
+    """
+    a, b = [as_float(x) for x in method], [as_float(x) for x in baseline]
+    fa, fb = _finite(a), _finite(b)
+    w = welch(a, b)
+    out: dict[str, Any] = {
+        "n_method": len(fa), "n_baseline": len(fb),
+        "n_method_nan": len(a) - len(fa), "n_baseline_nan": len(b) - len(fb),
+        "mean_method": float(np.mean(fa)) if fa else math.nan,
+        "mean_baseline": float(np.mean(fb)) if fb else math.nan,
+        **{k: as_float(w[k]) for k in ("t", "df", "p", "diff", "ci_low", "ci_high")},
+        "degenerate": w.get("degenerate"),
+        "hedges_g": as_float(hedges_g(a, b)),
+    }
+    out["se"] = (math.sqrt(np.var(fa, ddof=1) / len(fa) + np.var(fb, ddof=1) / len(fb))
+                 if len(fa) > 1 and len(fb) > 1 else math.nan)
+    if method_seeds is not None and baseline_seeds is not None:
+        out["paired_wins"] = paired_wins(dict(zip(method_seeds, a)), dict(zip(baseline_seeds, b)), higher_is_better)
+    d = out["diff"]
+    out["better"] = (d > 0) == higher_is_better if math.isfinite(d) and d != 0 else None
+    return out
+
+
+def add_holm(comparisons: list[dict], alpha: float = ALPHA) -> None:
+    """Holm-adjust the p values of one family in place (NaN p values stay out of the family)."""
+    idx = [i for i, c in enumerate(comparisons) if math.isfinite(as_float(c.get("p")))]
+    adjusted = holm([comparisons[i]["p"] for i in idx]) if idx else []
+    for c in comparisons:
+        c["p_holm"], c["significant"], c["family_size"] = math.nan, False, len(idx)
+    for i, p_adj in zip(idx, adjusted):
+        comparisons[i]["p_holm"] = float(p_adj)
+        comparisons[i]["significant"] = bool(p_adj < alpha)
+
+
+def gate_check(task_cfg: dict, per_label: dict) -> dict[str, Any]:
+    """The baseline sanity gate on the baseline's mean final_test; a diverged baseline run fails it."""
+    gate = dict(task_cfg.get("gate") or {})
+    if not gate:
+        return {"passed": True, "reason": "no gate declared", "value": None}
+    label = gate["optimizer"]
+    info = per_label.get(label)
+    if info is None or info["n_runs"] == 0:
+        return {**gate, "passed": False, "value": None, "reason": f"no finished runs of baseline {label!r}"}
+    vals = info["values"]["final_test"]
+    value = float(np.mean(vals)) if vals else math.nan
+    if info["n_diverged"]:
+        return {**gate, "passed": False, "value": value,
+                "reason": f"{info['n_diverged']}/{info['n_runs']} baseline runs diverged"}
+    ok, why = True, []
+    if "min" in gate and not value >= gate["min"]:
+        ok = False
+        why.append(f"mean final_test {value:.4g} < min {gate['min']}")
+    if "max" in gate and not value <= gate["max"]:
+        ok = False
+        why.append(f"mean final_test {value:.4g} > max {gate['max']}")
+    return {**gate, "passed": ok, "value": value, "reason": "; ".join(why) or "passed"}
+
+
+def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
+    """Trials of the tuning study (hp, val metrics) and the selected trial, or None if not tuned."""
+    tdir = results / "tune" / task / label
+    if not tdir.exists():
+        return None
+    selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
+    trials = []
+    for tr in sorted(tdir.glob("trial*"), key=lambda p: int(p.name.removeprefix("trial") or 0)):
+        if not (tr / "metrics.json").exists():
+            continue
+        m = read_json(tr / "metrics.json")
+        hp = m.get("hp")
+        if hp is None and (tr / "config.json").exists():
+            hp = read_json(tr / "config.json").get("hp")
+        trials.append({"trial": int(tr.name.removeprefix("trial")), "hp": hp or {},
+                       "final_val": as_float(m.get("final_val")), "best_val": as_float(m.get("best_val")),
+                       "diverged": bool(m.get("diverged"))})
+    return {"selected": selected, "trials": trials}
+
+
+def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
+    """Everything the report needs about one task, as a JSON-ready dict."""
+    results = Path(results)
+    tasks = cfg.get("tasks") or {}
+    if task not in tasks:
+        raise AggregateError(f"task {task!r} not in experiment {cfg.get('name')!r} (tasks: {', '.join(sorted(tasks))})")
+    tcfg = tasks[task]
+    labels = list(tcfg.get("optimizers") or [])
+    base = baseline_label(tcfg)
+    if base not in labels:
+        raise AggregateError(f"task {task!r}: baseline label {base!r} is not in its optimizers {labels}")
+    metric = tcfg.get("metric", "accuracy")
+    hib = HIGHER_IS_BETTER.get(metric, True)
+    seeds = list(cfg.get("seeds") or [])
+
+    per_label: dict[str, dict] = {}
+    raw: dict[str, dict] = {}
+    for label in labels:
+        got = collect_label(results, task, label, seeds)
+        raw[label] = got
+        runs = got["runs"]
+        keys = sorted({k for r in runs for k in r["values"]}, key=lambda k: (k not in RUN_METRICS, k))
+        values = {k: [r["values"].get(k, math.nan) for r in runs] for k in keys}
+        if metric == "perplexity" and "extra.train_ppl" not in values and "final_train_loss" in values:
+            # The seed's V6-5 claim is a train perplexity; exp(mean train loss) is its closest proxy.
+            values["train_ppl"] = [math.exp(x) if math.isfinite(x) and x < 700 else math.nan
+                                   for x in values["final_train_loss"]]
+        first = runs[0]["meta"] if runs else {}
+        opt_cfg = (cfg.get("optimizers") or {}).get(label, {})
+        per_label[label] = {
+            "optimizer": first.get("optimizer", opt_cfg.get("name")),
+            "hp": first.get("hp", opt_cfg.get("hp")),
+            "seeds": [r["seed"] for r in runs],
+            "n_runs": len(runs),
+            "missing_seeds": got["missing"],
+            "n_diverged": sum(r["diverged"] for r in runs),
+            "diverged_seeds": [r["seed"] for r in runs if r["diverged"]],
+            "values": values,
+            "stats": {k: summarize(v) for k, v in values.items()},
+            "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
+            "tuning": collect_tuning(results, task, label),
+            "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
+        }
+
+    base_best = _finite(per_label[base]["values"].get("best_val", []))
+    target = statistics.median(base_best) if base_best else math.nan
+    for label in labels:
+        rows = []
+        for r in raw[label]["runs"]:
+            c = r["curve"]
+            if math.isfinite(target) and c["step"]:
+                times = c["wall_time_s"] if all(math.isfinite(t) for t in c["wall_time_s"]) else None
+                ttt = time_to_target(c["step"], c["val_metric"], target, higher_is_better=hib, times=times)
+                step, sec = as_float(ttt.get("step")), as_float(ttt.get("seconds"))
+            else:
+                step = sec = math.nan
+            rows.append({"seed": r["seed"], "step": step, "seconds": sec})
+        reached = [row for row in rows if math.isfinite(row["step"])]
+        # A miss counts as infinitely slow, so the median is finite only if most runs reached it.
+        steps = sorted([row["step"] for row in rows], key=lambda s: s if math.isfinite(s) else math.inf)
+        secs = sorted([row["seconds"] for row in rows], key=lambda s: s if math.isfinite(s) else math.inf)
+        per_label[label]["time_to_target"] = {
+            "per_seed": rows, "n_reached": len(reached), "n": len(rows),
+            "median_step": _median_with_misses(steps), "median_seconds": _median_with_misses(secs),
+        }
+
+    comparisons = []
+    for label in labels:
+        if label == base:
+            continue
+        c = compare(per_label[label]["values"].get("final_test", []),
+                    per_label[base]["values"].get("final_test", []), hib,
+                    per_label[label]["seeds"], per_label[base]["seeds"])
+        comparisons.append({"metric": "final_test", "method": label, "baseline": base, **c})
+    add_holm(comparisons)
+
+    gate = gate_check(tcfg, per_label)
+    return {
+        "experiment": cfg.get("name"), "scale": cfg.get("scale"), "gpu_estimate": cfg.get("gpu_estimate"),
+        "task": task, "dataset": tcfg.get("dataset"), "model": tcfg.get("model"),
+        "budget": {k: tcfg.get(k) for k in ("steps", "epochs", "batch_size") if k in tcfg},
+        "metric": metric, "higher_is_better": hib, "seeds": seeds, "labels": labels, "baseline": base,
+        "tuning": cfg.get("tuning"), "alpha": ALPHA,
+        "gate": gate, "gate_passed": bool(gate["passed"]),
+        "target": {"value": target, "metric": "val_metric",
+                   "rule": f"median best_val of baseline {base!r} over its {len(base_best)} finite seeds"},
+        "per_label": per_label, "comparisons": comparisons,
+    }
+
+
+def _median_with_misses(sorted_vals: list[float]) -> float:
+    if not sorted_vals:
+        return math.nan
+    n = len(sorted_vals)
+    mid = sorted_vals[(n - 1) // 2: n // 2 + 1]
+    if not all(math.isfinite(v) for v in mid):
+        return math.nan
+    return float(np.mean(mid))
+
+
+def read_aggregates(results_dir: str | Path) -> list[dict]:
+    """Every results/<exp>/aggregate/<task>.json of one experiment, in task-name order."""
+    adir = Path(results_dir) / "aggregate"
+    if not adir.is_dir():
+        raise AggregateError(f"{adir} does not exist: run `optirep aggregate` for {results_dir} first")
+    return [read_json(p) for p in sorted(adir.glob("*.json"))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`optirep aggregate`: write results/<exp>/aggregate/<task>.json."""
+    ap = argparse.ArgumentParser(prog="optirep aggregate", description=__doc__.splitlines()[0])
+    ap.add_argument("--experiment", required=True, help="experiments/<name>.yaml")
+    ap.add_argument("--results", required=True, help="results/<name>")
+    ap.add_argument("--task", required=True)
+    ap.add_argument("--out", help="default: <results>/aggregate/<task>.json")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_experiment(args.experiment)
+        agg = aggregate_task(cfg, args.results, args.task)
+    except AggregateError as exc:
+        print(f"optirep aggregate: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or Path(args.results) / "aggregate" / f"{args.task}.json")
+    write_json(out, agg)
+    g = agg["gate"]
+    print(f"{out}: {len(agg['labels'])} labels, baseline {agg['baseline']}, "
+          f"gate {'passed' if g['passed'] else 'FAILED'} ({g['reason']})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

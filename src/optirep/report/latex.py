@@ -1,0 +1,261 @@
+"""LaTeX snippets from aggregate and claims JSON: booktabs tables, the claims section, numbers.tex.
+
+Used by the scripts in analysis/ (each writes one artifact into paper/generated/). Nothing here
+computes a statistic: it formats what optirep.report.aggregate and .claims wrote.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Iterable
+
+from optirep.report._io import as_float
+
+_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}",
+}
+_ESCAPE_RE = re.compile("|".join(re.escape(k) for k in _ESCAPES))
+
+
+def escape(text: Any) -> str:
+    """Text safe for LaTeX's text mode (the ten special characters and < >)."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group()], "" if text is None else str(text))
+
+
+# How each quantity is shown: (scale factor, unit suffix for the header, significant decimals).
+DISPLAY = {
+    "accuracy": (100.0, r"\%", 2),
+    "perplexity": (1.0, "", 2),
+    "recon_mse": (1.0, "", 4),
+    "time_per_step_s": (1000.0, "ms", 1),
+    "time_per_opt_step_s": (1000.0, "ms", 2),
+    "optimizer_state_bytes": (1.0 / 2**20, "MiB", 2),
+    "peak_memory_bytes": (1.0 / 2**20, "MiB", 1),
+}
+
+
+def fmt(x: Any, decimals: int = 2, factor: float = 1.0) -> str:
+    """A number for a table cell; NaN/None as an en dash."""
+    v = as_float(x)
+    if not math.isfinite(v):
+        return "--"
+    v *= factor
+    if v != 0 and abs(v) < 10 ** (-decimals):
+        return f"{v:.{max(decimals, 1)}g}"
+    return f"{v:.{decimals}f}"
+
+
+def fmt_pm(mean: Any, std: Any, decimals: int = 2, factor: float = 1.0) -> str:
+    """mean $\\pm$ std (std omitted when undefined, e.g. n = 1)."""
+    m, s = fmt(mean, decimals, factor), fmt(std, decimals, factor)
+    return m if s == "--" else f"{m} $\\pm$ {s}"
+
+
+def display_for(metric: str, task_metric: str | None = None) -> tuple[float, str, int]:
+    if metric in ("final_test", "final_val", "best_val") and task_metric:
+        return DISPLAY.get(task_metric, (1.0, "", 3))
+    return DISPLAY.get(metric, (1.0, "", 3))
+
+
+def _n_text(agg: dict) -> str:
+    ns = sorted({info["n_runs"] for info in agg["per_label"].values()})
+    if len(ns) == 1:
+        return f"$n = {ns[0]}$ seeds per optimizer"
+    return f"$n = {ns[0]}$ to ${ns[-1]}$ seeds per optimizer (per row: column $n$)"
+
+
+def _bold_label(agg: dict) -> str | None:
+    """The label whose final_test is bold: best mean, significantly better, and no diverged run."""
+    comps = {c["method"]: c for c in agg["comparisons"]}
+    hib = agg["higher_is_better"]
+    means = {lab: as_float(info["stats"].get("final_test", {}).get("mean")) for lab, info in agg["per_label"].items()}
+    finite = {k: v for k, v in means.items() if math.isfinite(v)}
+    if not finite:
+        return None
+    best = (max if hib else min)(finite, key=finite.get)
+    if agg["per_label"][best]["n_diverged"]:
+        return None
+    if best == agg["baseline"]:
+        ok = comps and all(c.get("significant") and c.get("better") is False for c in comps.values())
+    else:
+        c = comps.get(best, {})
+        ok = bool(c.get("significant") and c.get("better"))
+    return best if ok else None
+
+
+def main_table(agg: dict, label: str | None = None) -> str:
+    """One booktabs table for one task: mean $\\pm$ std per optimizer, comparison with the baseline."""
+    metric = agg["metric"]
+    fac, unit, dec = display_for("final_test", metric)
+    tfac, tunit, tdec = DISPLAY["time_per_step_s"]
+    mfac, munit, mdec = DISPLAY["optimizer_state_bytes"]
+    bold = _bold_label(agg)
+    comps = {c["method"]: c for c in agg["comparisons"]}
+    arrow = r"$\uparrow$" if agg["higher_is_better"] else r"$\downarrow$"
+    unit_txt = f" ({unit})" if unit else ""
+    lines = [
+        r"\begin{table}[t]", r"\centering", r"\small",
+        rf"\caption{{{escape(agg['experiment'])} / {escape(agg['task'])} ({escape(agg['scale'])}): "
+        rf"final-step test {escape(metric)}{unit_txt} {arrow}, mean $\pm$ std over {_n_text(agg)}. "
+        rf"$\Delta$: difference to the baseline \texttt{{{escape(agg['baseline'])}}} with its 95\% Welch interval; "
+        rf"$p_\mathrm{{Holm}}$: Welch $p$ Holm-adjusted over the {len(agg['comparisons'])} comparisons of this task; "
+        rf"$g$: Hedges' $g$. Bold: best and significantly better ($p_\mathrm{{Holm}} < {agg.get('alpha', 0.05):g}$). "
+        rf"Diverged runs are counted, not dropped. Baseline gate: {escape(agg['gate'].get('reason'))}.}}",
+        rf"\label{{{label or 'tab:' + agg['experiment'] + ':' + agg['task']}}}",
+        r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{lrrrrrrrr}", r"\toprule",
+        rf"optimizer & $n$ & test{unit_txt} & best val & time/step ({tunit}) & opt.\ state ({munit}) & "
+        r"diverged & $\Delta$ [95\% CI] & $p_\mathrm{Holm}$ / $g$ \\", r"\midrule",
+    ]
+    for lab in agg["labels"]:
+        info = agg["per_label"][lab]
+        st = info["stats"]
+        cell = fmt_pm(st.get("final_test", {}).get("mean"), st.get("final_test", {}).get("std"), dec, fac)
+        if lab == bold:
+            cell = rf"\textbf{{{cell}}}"
+        if lab == agg["baseline"]:
+            delta, pg = "baseline", ""
+        elif lab in comps:
+            c = comps[lab]
+            delta = f"{fmt(c['diff'], dec, fac)} [{fmt(c['ci_low'], dec, fac)}, {fmt(c['ci_high'], dec, fac)}]"
+            pg = f"{fmt(c.get('p_holm'), 3)} / {fmt(c.get('hedges_g'), 2)}"
+        else:
+            delta, pg = "--", ""
+        lines.append(
+            rf"\texttt{{{escape(lab)}}} & {info['n_runs']} & {cell} & "
+            rf"{fmt_pm(st.get('best_val', {}).get('mean'), st.get('best_val', {}).get('std'), dec, fac)} & "
+            rf"{fmt(st.get('time_per_step_s', {}).get('mean'), tdec, tfac)} & "
+            rf"{fmt(st.get('optimizer_state_bytes', {}).get('mean'), mdec, mfac)} & "
+            rf"{info['n_diverged']}/{info['n_runs']} & {delta} & {pg} \\"
+        )
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def protocol_table(aggs: Iterable[dict]) -> str:
+    """Experiment, scale label, seeds, tuning budget and gate of every aggregated task."""
+    lines = [
+        r"\begin{table}[t]", r"\centering", r"\small",
+        r"\caption{Protocol of every task reported here: scale label, final-run seeds, tuning trials per optimizer "
+        r"(the same for every optimizer, selected on validation), step budget and baseline sanity gate.}",
+        r"\label{tab:protocol}",
+        r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{llllrll}", r"\toprule",
+        r"experiment & task & scale & seeds & trials & budget & gate (baseline, bound, passed) \\", r"\midrule",
+    ]
+    for agg in aggs:
+        g = agg["gate"]
+        bound = ", ".join(f"{k} {g[k]}" for k in ("min", "max") if k in g) or "none"
+        gate = f"\\texttt{{{escape(g.get('optimizer', agg['baseline']))}}}, {escape(bound)}, " + ("yes" if agg["gate_passed"] else r"\textbf{no}")
+        budget = ", ".join(f"{k} {v}" for k, v in (agg.get("budget") or {}).items())
+        trials = (agg.get("tuning") or {}).get("trials", 0)
+        lines.append(rf"{escape(agg['experiment'])} & {escape(agg['task'])} & {escape(agg['scale'])} & "
+                     rf"{len(agg['seeds'])} & {trials} & {escape(budget)} & {gate} \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
+    return "\n".join(lines)
+
+
+def _ours(rec: dict) -> str:
+    if rec.get("mean_method") is None and rec.get("verdict") in ("not run",):
+        return "--"
+    if "mean_method" not in rec:
+        return "--"
+    return (rf"{fmt_pm(rec['mean_method'], rec.get('std_method'), 4)} vs {fmt_pm(rec['mean_baseline'], rec.get('std_baseline'), 4)} "
+            rf"($n$={rec.get('n_method')}/{rec.get('n_baseline')})")
+
+
+def claims_table(claims: dict) -> str:
+    """Every claim in one longtable: id, seed value, our measurement, verdict, scale."""
+    lines = [
+        r"\begin{small}", r"\setlength{\tabcolsep}{3pt}",
+        r"\begin{longtable}{@{}p{0.06\linewidth}p{0.28\linewidth}p{0.17\linewidth}p{0.2\linewidth}p{0.12\linewidth}p{0.1\linewidth}@{}}",
+        rf"\caption{{Every claim of the seeds and our verdict ($\alpha = {claims['alpha']:g}$, Holm-adjusted within each task; "
+        r"rules in Section~\ref{sec:claims}). ``Ours'' is method vs baseline, mean $\pm$ std over $n$ seeds, in the task's raw units.}"
+        r"\label{tab:claims}\\",
+        r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endfirsthead",
+        r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endhead",
+        r"\bottomrule", r"\endfoot",
+    ]
+    for rec in claims["claims"]:
+        verdict = escape(rec["verdict"])
+        if rec["verdict"] == "replicated":
+            verdict = rf"\textbf{{{verdict}}}"
+        lines.append(
+            rf"{escape(rec['id'])} & {escape(rec['statement'])} & {escape((rec.get('seed_value') or {}).get('text'))} & "
+            rf"{_ours(rec)} & {verdict} & {escape(rec.get('scale') or '--')} \\"
+        )
+    lines += [r"\end{longtable}", r"\end{small}", ""]
+    return "\n".join(lines)
+
+
+def claims_section(claims: dict) -> str:
+    """One paragraph per claim: statement, seed value and source, our measurement or why not run."""
+    out = []
+    for rec in claims["claims"]:
+        sv = rec.get("seed_value") or {}
+        parts = [rf"\paragraph{{{escape(rec['id'])} ({escape(rec['optimizer'])}).}} {escape(rec['statement'])}",
+                 rf"Seed: {escape(sv.get('text'))}; setup: {escape(rec.get('setup'))}; source: \texttt{{{escape(rec.get('source'))}}}."]
+        v = rec["verdict"]
+        if v == "not run" and "test" not in rec and "experiment" not in rec:
+            parts.append(rf"\emph{{Not run here: {escape(rec.get('why'))}.}}")
+        elif v == "not run":
+            parts.append(rf"\emph{{Not run: {escape(rec.get('why'))}.}}")
+        elif "parts" in rec:
+            parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))}).")
+        else:
+            scale_txt = escape(rec.get("scale"))
+            parts.append(
+                rf"Ours ({scale_txt}; {escape(rec['experiment'])}/{escape(rec['task'])}, "
+                rf"\texttt{{{escape(rec['method'])}}} vs \texttt{{{escape(rec['baseline'])}}}, {escape(rec['test_metric'])}): "
+                rf"{_ours(rec)}; $\Delta = {fmt(rec.get('diff'), 4)}$, simultaneous CI [{fmt(rec.get('ci_low'), 4)}, {fmt(rec.get('ci_high'), 4)}], "
+                rf"$p_\mathrm{{Holm}} = {fmt(rec.get('p_holm'), 3)}$, margin {fmt(rec.get('margin'), 4)}; "
+                rf"diverged {rec.get('n_method_diverged', 0)}/{rec.get('n_baseline_diverged', 0)} (method/baseline). "
+                rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))})."
+            )
+            if rec.get("proxy"):
+                parts.append(rf"Proxy: {escape(rec['proxy'])}.")
+        if rec.get("gpu_estimate"):
+            parts.append(rf"Estimated GPU time at the seed's scale: {escape(rec['gpu_estimate'])}.")
+        out.append(" ".join(parts))
+    return "\n\n".join(out) + "\n"
+
+
+_DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()
+
+
+def macro_name(*parts: Any) -> str:
+    """A LaTeX command name (letters only) from parts: ('cpu_vision', 'resnet18') -> CpuVisionResnetOneEight."""
+    words = []
+    for part in parts:
+        for tok in re.split(r"[^A-Za-z0-9]+", str(part)):
+            # camelCase parts stay words: "FinalTestMean" -> Final Test Mean, "PHolm" -> P Holm.
+            for piece in re.findall(r"[A-Z]?[a-z]+|[A-Z]+(?![a-z])|[0-9]", tok):
+                words.append(_DIGITS[int(piece)] if piece.isdigit() else piece[:1].upper() + piece[1:].lower())
+    name = "".join(words)
+    if not name:
+        raise ValueError(f"macro_name: no letters or digits in {parts!r}")
+    return name
+
+
+class Macros(dict):
+    """name -> TeX value; `add` refuses a name given twice (two numbers would share one macro)."""
+
+    def add(self, parts: tuple | str, value: str) -> str:
+        name = macro_name(*parts) if isinstance(parts, tuple) else parts
+        if name in self:
+            raise ValueError(f"macro \\{name} defined twice (from {parts!r}); rename one of the labels")
+        self[name] = value
+        return name
+
+
+def numbers_tex(macros: dict[str, str], header: str = "") -> str:
+    """\\newcommand lines for `macros` (name -> already formatted TeX); duplicate names are an error."""
+    lines = ["% Generated: every number the text uses. Do not edit; re-run analysis/numbers_tex.py."]
+    if header:
+        lines.append(f"% {header}")
+    for name, value in macros.items():
+        if not re.fullmatch(r"[A-Za-z]+", name):
+            raise ValueError(f"macro name {name!r}: only letters are allowed in a LaTeX command name")
+        lines.append(rf"\newcommand{{\{name}}}{{{value}}}")
+    return "\n".join(lines) + "\n"
