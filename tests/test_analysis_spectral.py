@@ -136,3 +136,94 @@ def test_feature_metrics_centring():
     assert (centred["n"], centred["dim"], centred["samples_per_dim"]) == (4000, 16, 250.0)
     with pytest.raises(ValueError, match=r"features must be a 2-D array \[N, D\], got shape \(5,\)"):
         sp.feature_metrics(np.ones(5))
+
+
+# --------------------------------------------------------------------------------------------------
+# optirep analyze RUN_DIR: the metrics above, read from a synthetic run directory
+# --------------------------------------------------------------------------------------------------
+import json  # noqa: E402
+
+from torch import nn  # noqa: E402
+
+from optirep.analysis import run as analysis_run  # noqa: E402
+
+HEAD_S = [4.0, 3.0, 2.0, 1.0]
+
+
+def _make_run(path, diverged=False, with_model=True, features=True, final_linear_key=None):
+    path.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 4))
+    with torch.no_grad():
+        model[3].weight.copy_(torch.tensor(_with_spectrum(HEAD_S, 4, 32, seed=7), dtype=torch.float32))
+    if with_model:
+        torch.save(model.state_dict(), path / "model.pt")
+    if features:
+        z = np.random.default_rng(0).standard_normal((600, 2))
+        q, _ = np.linalg.qr(z - z.mean(0))
+        feats = (q * [3.0, 1.0]) @ _rotation(32, 9)[:2] + 1.0  # centred spectrum (3, 1, 0, ...)
+        np.savez(path / "features.npz", features=feats.astype(np.float32), labels=np.zeros(600, int))
+    metrics = {"experiment": "t", "task": "clf", "label": "adamw", "optimizer": "adamw", "seed": 0,
+               "diverged": diverged, "final_test": math.nan if diverged else 0.9}
+    if final_linear_key is not None:
+        metrics["final_linear_key"] = final_linear_key
+    (path / "metrics.json").write_text(json.dumps(metrics))
+    (path / "config.json").write_text(json.dumps({"seed": 0}))
+    return path
+
+
+def test_analyze_run_reads_the_last_linear_weight_and_the_features(tmp_path):
+    out = analysis_run.analyze_run(_make_run(tmp_path / "run"))
+    # the last 2-D '*.weight': BatchNorm's weight is 1-D, so the head "3.weight"
+    assert (out["final_linear_key"], out["final_linear_key_source"]) == ("3.weight", "last_2d_weight")
+    assert out["final_linear_shape"] == [4, 32]
+    assert out["fc_singular_values"] == pytest.approx(HEAD_S, rel=1e-5)
+    assert out["seed_effective_rank"] == pytest.approx(10**2 / 30, rel=1e-5)
+    assert out["seed_top5_concentration"] == pytest.approx(1.0)
+    assert out["fc_top1_energy"] == pytest.approx(16 / 30, rel=1e-5)
+    assert out["feature_top1_energy"] == pytest.approx(0.9, rel=1e-5)
+    # spectrum (3, 1) plus 30 zeros: RankMe's eps and float32 rounding of the stored features
+    # each add ~1e-4 to exp(H(0.75, 0.25)) = 1.7547654
+    assert out["feature_erank"] == pytest.approx(1.7547654, abs=5e-4)
+    assert out["feature_centered"] is True and out["has_features"] is True and out["diverged"] is False
+    raw = analysis_run.analyze_run(tmp_path / "run", center=False)
+    assert raw["feature_top1_energy"] > 0.9 and raw["feature_centered"] is False
+
+
+def test_analyze_run_uses_the_recorded_final_linear_key(tmp_path):
+    out = analysis_run.analyze_run(_make_run(tmp_path / "run", final_linear_key="0.weight"))
+    assert (out["final_linear_key"], out["final_linear_key_source"]) == ("0.weight", "recorded")
+    assert out["final_linear_shape"] == [32, 16]
+    with pytest.raises(KeyError, match=r"final_linear_key 'fc.weight' is not in model.pt; 2-D tensors there: \['0.weight', '3.weight'\]"):
+        analysis_run.analyze_run(_make_run(tmp_path / "bad", final_linear_key="fc.weight"))
+
+
+def test_analyze_run_missing_pieces(tmp_path):
+    div = analysis_run.analyze_run(_make_run(tmp_path / "div", diverged=True, with_model=False, features=False))
+    assert div["diverged"] is True and div["has_features"] is False
+    assert math.isnan(div["seed_effective_rank"]) and math.isnan(div["feature_erank"])
+    assert math.isnan(div["fc_top10_energy"])
+    assert "final_linear_key" not in div and "feature_n" not in div  # no nulls for the report layer
+    assert None not in div.values()
+    lm = analysis_run.analyze_run(_make_run(tmp_path / "lm", features=False))
+    assert lm["seed_effective_rank"] == pytest.approx(10**2 / 30, rel=1e-5) and math.isnan(lm["feature_erank"])
+    with pytest.raises(FileNotFoundError, match="model.pt not found, and metrics.json does not say the run diverged"):
+        analysis_run.analyze_run(_make_run(tmp_path / "nomodel", with_model=False))
+    (tmp_path / "unfinished").mkdir()
+    with pytest.raises(FileNotFoundError, match="metrics.json not found: the run has not finished"):
+        analysis_run.analyze_run(tmp_path / "unfinished")
+
+
+def test_analyze_cli_writes_json_atomically(tmp_path, capsys):
+    run_dir = _make_run(tmp_path / "run", diverged=False)
+    target = tmp_path / "analysis" / "clf" / "adamw" / "seed0.json"
+    assert analysis_run.main([str(run_dir), "--out", str(target)]) == 0
+    assert [p.name for p in target.parent.iterdir()] == ["seed0.json"]  # no temp file left
+    data = json.loads(target.read_text())
+    assert data["seed_effective_rank"] == pytest.approx(10**2 / 30, rel=1e-5)
+    assert data == json.loads(json.dumps(analysis_run.analyze_run(run_dir)))
+    div = _make_run(tmp_path / "div", diverged=True, with_model=False, features=False)
+    assert analysis_run.main([str(div), "--out", str(tmp_path / "div.json")]) == 0
+    assert "NaN" in (tmp_path / "div.json").read_text()
+    assert analysis_run.main([str(run_dir), "--no-center"]) == 0
+    assert json.loads(capsys.readouterr().out)["feature_centered"] is False
