@@ -53,6 +53,17 @@ def test_resolve_size_errors():
         resolve_size("10", 40, "val_size")
 
 
+def test_digits_reader_matches_sklearn():
+    from sklearn.datasets import load_digits
+
+    from optirep.data.formats import digits
+
+    x, y = digits()
+    ref = load_digits()
+    np.testing.assert_array_equal(x, ref.images.astype(np.float32))
+    np.testing.assert_array_equal(y, ref.target)
+
+
 def test_digits8_and_digits32():
     d8 = load("digits8")
     assert d8.train.x.shape[1:] == (1, 8, 8) and d8.info["input_shape"] == (1, 8, 8)

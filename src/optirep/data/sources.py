@@ -206,7 +206,7 @@ SOURCES: dict[str, Source] = {
 EMBEDDED = {
     "digits8": "sklearn.datasets.load_digits (ships with scikit-learn)",
     "digits32": "sklearn.datasets.load_digits upsampled to 32x32 RGB",
-    "mnist1d": "generated offline by the mnist1d package (make_dataset, seed 42)",
+    "mnist1d": "generated offline by the mnist1d package (make_dataset, seed 42), cached as <root>/mnist1d/*.npz",
 }
 
 
