@@ -135,7 +135,8 @@ def test_time_to_target():
     assert time_to_target(steps, [float("nan")] * 4, 0.0)["reached"] is False
     with pytest.raises(ValueError, match="steps and values must have the same length, got 4 and 3"):
         time_to_target(steps, acc[:3], 0.5)
-    with pytest.raises(ValueError, match="steps must be strictly increasing"):
+    assert time_to_target([0, 10, 10, 20], [0.1, 0.6, 0.7, 0.8], 0.65)["step"] == 10
+    with pytest.raises(ValueError, match="steps must be non-decreasing, got step 10 after 20"):
         time_to_target([0, 20, 10, 30], acc, 0.5)
 
 

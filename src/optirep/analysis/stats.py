@@ -164,7 +164,8 @@ def time_to_target(steps: Sequence[float], values: Sequence[float], target: floa
     """First evaluation at which a metric reaches `target` (AlgoPerf's time-to-result).
 
     Args:
-        steps: optimizer step of each evaluation, increasing.
+        steps: optimizer step of each evaluation, non-decreasing (a repeated step, e.g. an
+            evaluation logged again after a resume, is allowed; the first one counts).
         values: the metric at those steps (NaN = diverged, never reaches the target).
         target: reached when value >= target (higher_is_better) or value <= target (otherwise).
         times: optional wall-clock seconds at those steps (training time, evaluation excluded).
@@ -182,8 +183,9 @@ def time_to_target(steps: Sequence[float], values: Sequence[float], target: floa
         times = list(times)
         if len(times) != len(s):
             raise ValueError(f"times must have one entry per step, got {len(times)} for {len(s)} steps")
-    if any(b <= a for a, b in zip(s, s[1:])):
-        raise ValueError("steps must be strictly increasing")
+    if any(b < a for a, b in zip(s, s[1:])):
+        bad = next(i for i, (a, b) in enumerate(zip(s, s[1:])) if b < a)
+        raise ValueError(f"steps must be non-decreasing, got step {s[bad + 1]} after {s[bad]}")
     hit = v >= target if higher_is_better else v <= target  # NaN compares False
     if not hit.any():
         return {"reached": False, "step": None, "seconds": math.inf if times is not None else None}
