@@ -736,7 +736,10 @@ class NeuroPlastic(torch.optim.Optimizer):
     def diagnostics(self) -> dict[str, float]:
         """Coefficient statistics (alpha_min/max/mean/q01/q50/q99/frac_negative/frac_outside), stabiliser
         clip fraction and LR-controller multipliers from the last diagnostic step (`<key>_mean`: the mean
-        over diagnostic steps since the previous call). One host sync."""
+        over diagnostic steps since the previous call). One host sync; {} if no diagnostic step ran since."""
+        # _base.Diagnostics.read() fails on keys it has already reset; nothing new means nothing to report
+        if not self._diag._n:
+            return {}
         return self._diag.read()
 
 

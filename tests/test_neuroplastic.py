@@ -1,0 +1,300 @@
+"""NeuroPlastic: hand-computed steps, gates, stabiliser and each design-space variant's defining property.
+
+    pytest -q tests/test_neuroplastic.py
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from optirep import optim
+from optirep.optim.neuroplastic import NeuroPlastic
+
+EPS = 1e-8
+STAB_OFF = {"max_update_norm": math.inf, "adaptation_rate": 0.0}
+
+
+def _steps(grads, p0, foreach=None, epochs=None, **hp):
+    """Run NeuroPlastic on one float64 tensor through the given gradients; return (params, optimizer)."""
+    p = torch.tensor(p0, dtype=torch.float64, requires_grad=True)
+    opt = NeuroPlastic([p], foreach=foreach, **hp)
+    for i, g in enumerate(grads):
+        if epochs is not None:
+            opt.set_epoch(epochs[i])
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return p.detach(), opt
+
+
+def _stabilise(u, max_norm=1.0, target=0.02, rate=0.01):
+    n = math.sqrt(sum(x * x for x in u))
+    if n > max_norm:
+        u = [x * max_norm / (n + EPS) for x in u]
+    rms = math.sqrt(sum(x * x for x in u) / len(u) + EPS)
+    gain = min(max(1 + rate * (target - rms), 0.5), 1.5)
+    return [x * gain for x in u]
+
+
+def _clip(x, lo, hi):
+    return min(max(x, lo), hi)
+
+
+G1 = [0.3, -1.2, 0.05, 2.5, -0.7]
+P0 = [0.5, -0.25, 1.0, 0.0, 2.0]
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_classic_single_step_matches_hand_computation(foreach):
+    lr, wd, ps = 0.1, 0.05, 2.0
+    p, _ = _steps([G1], P0, foreach=foreach, lr=lr, weight_decay=wd, plasticity_scale=ps)
+    absg = [abs(x) for x in G1]
+    mg = sum(absg) / len(absg)
+    G = [x / (mg + EPS) for x in absg]
+    a = [0.05 * x for x in absg]
+    ma = sum(a) / len(a)
+    act = [x / (ma + EPS) for x in a]
+    ratio = [abs(0.1 * x) / (math.sqrt(0.01 * x * x) + EPS) for x in G1]
+    mr = sum(ratio) / len(ratio)
+    mem = [x / (mr + EPS) for x in ratio]
+    alpha_g = [_clip(x, 0.2, 2.0) for x in G]
+    alpha_f = [_clip(0.4 * x + 0.4 * y + 0.2 * z, 0.2, 2.0) for x, y, z in zip(act, G, mem)]
+    alpha = [ag + ps * (af - ag) for ag, af in zip(alpha_g, alpha_f)]
+    assert max(abs(x - y) for x, y in zip(alpha, alpha_g)) > 0.1, "the mixing must matter in this example"
+    u = _stabilise([al * g + wd * w for al, g, w in zip(alpha, G1, P0)])
+    expect = torch.tensor([w - lr * x for w, x in zip(P0, u)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-13, rtol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_gradonly_single_step_matches_hand_computation_and_differs_from_full_clamp(foreach):
+    lr = 0.1
+    p, opt = _steps([G1], P0, foreach=foreach, **{**optim.spec("neuroplastic_gradonly").defaults, "lr": lr})
+    assert (opt.defaults["amin"], opt.defaults["amax"]) == (0.5, 1.5)
+    mg = sum(abs(x) for x in G1) / len(G1)
+    alpha = [_clip(abs(x) / (mg + EPS), 0.5, 1.5) for x in G1]
+    u = _stabilise([al * g for al, g in zip(alpha, G1)])
+    expect = torch.tensor([w - lr * x for w, x in zip(P0, u)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-13, rtol=0)
+    assert not opt.state[opt.param_groups[0]["params"][0]].keys() - {"step"}, "grad-only needs no trace state"
+    # the full method's internal alpha_g uses [0.2, 2.0]: the same ablation there is a different step
+    wide, _ = _steps([G1], P0, foreach=foreach, lr=lr, mode="ablation_grad_only")
+    assert (wide - p).abs().max() > 1e-3
+
+
+def test_alpha_goes_negative_with_plasticity_scale_2_and_diagnostics_show_it():
+    # an MLP on minibatches, the locked config after warm-up (the spec measured alpha in about -0.02..3.8)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 10))
+    opt = optim.build("neuroplastic", model.parameters(), lr=0.1, plasticity_scale=2.0, diag_every=1)
+    x = torch.randn(512, 64)
+    y = x[:, :10].argmax(1)
+    lo, frac_neg, hi = [], [], []
+    for _ in range(40):
+        idx = torch.randint(0, 512, (32,))
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+        opt.step()
+        d = opt.diagnostics()
+        lo.append(d["alpha_min"])
+        hi.append(d["alpha_max"])
+        frac_neg.append(d["alpha_frac_negative"])
+        assert d["alpha_q01"] <= d["alpha_q50"] <= d["alpha_q99"]
+        assert d["alpha_min"] <= d["alpha_q01"] and d["alpha_q99"] <= d["alpha_max"]
+    assert min(lo) < 0.0 and max(frac_neg) > 0.0, "alpha = 2 alpha_f - alpha_g should dip below 0"
+    assert max(hi) > 2.0 and max(hi) <= 3.8 + 1e-6, "alpha exceeds amax but stays within 2 amax - amin"
+    assert d["alpha_frac_outside"] > 0.0
+
+
+def test_warmup_gate_blends_alpha_by_epoch():
+    grads = [G1, [x * -0.5 + 0.1 for x in G1], [x * 1.5 for x in G1]]
+    hp = dict(lr=0.1, plasticity_scale=2.0, **STAB_OFF)
+    # epoch 1 of a 2-epoch warm-up: alpha = alpha_g, i.e. the ablation with the same clamp
+    warm, _ = _steps(grads, P0, epochs=[1, 1, 1], warmup_epochs=2, **hp)
+    abl, _ = _steps(grads, P0, mode="ablation_grad_only", **hp)
+    torch.testing.assert_close(warm, abl, atol=1e-14, rtol=0)
+    # after the warm-up: the full coefficient
+    late, _ = _steps(grads, P0, epochs=[3, 3, 3], warmup_epochs=2, **hp)
+    full, _ = _steps(grads, P0, warmup_epochs=0, **hp)
+    torch.testing.assert_close(late, full, atol=1e-14, rtol=0)
+    # halfway (epoch 2 of 2): gate 1/2 times ps 2 = alpha_f exactly, neither of the above
+    mid, _ = _steps(grads, P0, epochs=[2, 2, 2], warmup_epochs=2, **hp)
+    ps1, _ = _steps(grads, P0, **{**hp, "plasticity_scale": 1.0})
+    torch.testing.assert_close(mid, ps1, atol=1e-14, rtol=0)
+    assert (mid - full).abs().max() > 1e-4 and (mid - abl).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_stabiliser_clips_update_norm(foreach):
+    big = [10.0 * x for x in G1]
+    p, _ = _steps([big], P0, foreach=foreach, lr=1.0, max_update_norm=0.5, adaptation_rate=0.0)
+    step = (p - torch.tensor(P0, dtype=torch.float64)).norm()
+    assert step == pytest.approx(0.5, rel=1e-7)
+    free, _ = _steps([big], P0, foreach=foreach, lr=1.0, **STAB_OFF)
+    assert (free - torch.tensor(P0, dtype=torch.float64)).norm() > 5.0
+
+
+def _model_run(name, steps=4, seed=0, **hp):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).double()
+    opt = optim.build(name, model.parameters(), diag_every=1, **hp)
+    g = torch.Generator().manual_seed(seed + 1)
+    x, y = torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    deltas = []
+    for _ in range(steps):
+        before = [p.detach().clone() for p in model.parameters()]
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        opt.step()
+        deltas.append([(p.detach() - b, gr) for p, b, gr in zip(model.parameters(), before, grads)])
+    return deltas, opt
+
+
+@pytest.mark.parametrize("mode", ["global", "layerwise", "classifier_only"])
+def test_lr_controller_scales_lr_only_within_bounds(mode):
+    hp = dict(lr=0.1, plasticity_scale=2.0, **STAB_OFF)
+    base, _ = _model_run("neuroplastic", **hp)
+    ctl, opt = _model_run("neuroplastic_lrctl", lr_controller_mode=mode, lr_controller_strength=5.0, **hp)
+    d = opt.diagnostics()
+    assert 0.8 <= d["lr_multiplier"] <= 1.2
+    mults = []
+    # first step: same gradient, so the controlled step is the classic step times one scalar per tensor
+    for i, ((dc, _), (db, _)) in enumerate(zip(ctl[0], base[0])):
+        ratio = dc / db
+        r = float(ratio.flatten()[0])
+        torch.testing.assert_close(ratio, torch.full_like(ratio, r), atol=1e-8, rtol=0)
+        assert 0.8 - 1e-12 <= r <= 1.2 + 1e-12
+        mults.append(r)
+    n = len(mults)
+    if mode == "classifier_only":
+        assert mults[: n - 2] == [1.0] * (n - 2)
+    if mode == "global":
+        assert max(mults) - min(mults) < 1e-9
+    assert any(abs(m - 1.0) > 1e-3 for m in mults), "with strength 5 the controller must move the LR"
+
+
+def test_bounded_residual_is_g_plus_r_with_r_at_most_half_g():
+    deltas, _ = _model_run("neuroplastic_residual", lr=0.1, plasticity_scale=2.0, **STAB_OFF)
+    binds = 0
+    for step in deltas[1:]:
+        for d, g in step:
+            r = -d / 0.1 - g
+            assert r.norm() <= 0.5 * g.norm() * (1 + 1e-9)
+            binds += bool(r.norm() > 0.49 * g.norm())
+    assert binds > 0, "with ps=2 the 0.5 ||g|| bound should bind somewhere"
+
+
+def test_orthogonal_residual_is_orthogonal_to_g():
+    # eps also regularises the projection (q.g / (g.g + eps)): a tiny eps makes orthogonality exact
+    deltas, _ = _model_run("neuroplastic_orthogonal", lr=0.1, plasticity_scale=2.0, match_grad_norm=True, eps=1e-30,
+                           **STAB_OFF)
+    for step in deltas[1:]:
+        for d, g in step:
+            q = -d / 0.1 - g
+            assert abs(float((q * g).sum())) <= 1e-9 * float(g.norm() * q.norm())
+            assert q.norm() == pytest.approx(0.1 * float(g.norm()), rel=1e-6)  # lambda ||g|| with match_grad_norm
+
+
+@pytest.mark.parametrize("name,base", [("neuroplastic_hybrid_adamw", "adamw"), ("neuroplastic_hybrid_sgd", "sgd")])
+def test_hybrid_is_base_plus_bounded_modulation(name, base):
+    hp = dict(lr=0.01, plasticity_scale=2.0, **STAB_OFF)
+    plain, _ = _model_run(name, **{**hp, "modulation_strength": 0.0})
+    mod, _ = _model_run(name, **hp)
+    d0 = [d for d, _ in plain[0]]
+    d1 = [d for d, _ in mod[0]]
+    assert any((a - b).norm() > 1e-8 for a, b in zip(d0, d1))
+    for a, b in zip(d0, d1):
+        assert (b - a).norm() <= 0.25 * a.norm() * (1 + 1e-9)
+    if base == "adamw":  # first Adam step is lr * sign(g) (up to eps): norm lr sqrt(n)
+        for a, (_, g) in zip(d0, plain[0]):
+            torch.testing.assert_close(a, -0.01 * torch.sign(g), atol=1e-5, rtol=0)
+
+
+def test_hybrid_adamw_direction_is_clipped_to_unit_norm_by_the_stabiliser():
+    deltas, opt = _model_run("neuroplastic_hybrid_adamw", lr=0.01)
+    for d, _ in deltas[-1]:
+        if d.numel() > 1:
+            assert d.norm() <= 0.01 * (1 + 1e-6)
+    assert opt.diagnostics()["update_clip_frac"] > 0.5
+
+
+def test_phase_gates_follow_the_seed_bug_unless_total_epochs_is_set():
+    hp = dict(lr=0.01, plasticity_scale=2.0, phase_scope="late", **STAB_OFF)
+    plain, _ = _model_run("neuroplastic_hybrid_sgd", **{**hp, "modulation_strength": 0.0})
+    buggy, _ = _model_run("neuroplastic_hybrid_sgd", **hp)  # T = 1: epoch 1 counts as "late"
+    fixed, _ = _model_run("neuroplastic_hybrid_sgd", total_epochs=10, **hp)  # epoch 1 of 10: not late
+    diff = lambda a, b: max(float((x - y).abs().max()) for (x, _), (y, _) in zip(a[0], b[0]))  # noqa: E731
+    assert diff(buggy, plain) > 1e-8
+    assert diff(fixed, plain) == 0.0
+
+
+def test_set_epoch_and_total_epochs_survive_state_dict():
+    p = torch.zeros(3, requires_grad=True)
+    opt = optim.build("neuroplastic", [p], warmup_epochs=2)
+    opt.set_epoch(3)
+    opt.set_total_epochs(10)
+    p.grad = torch.ones(3)
+    opt.step()
+    q = torch.zeros(3, requires_grad=True)
+    other = optim.build("neuroplastic", [q], warmup_epochs=2)
+    other.load_state_dict(opt.state_dict())
+    assert other.param_groups[0]["epoch"] == 3 and other.param_groups[0]["total_epochs"] == 10
+    with pytest.raises(ValueError, match=r"Invalid epoch: -1 \(must be an int >= 0\)"):
+        opt.set_epoch(-1)
+
+
+@pytest.mark.parametrize("name,expect", [("neuroplastic", 3), ("neuroplastic_gradonly", 0),
+                                         ("neuroplastic_hybrid_adamw", 5), ("neuroplastic_hybrid_sgd", 4)])
+def test_state_is_allocated_per_mode(name, expect):
+    p = torch.zeros(4, 5, requires_grad=True)
+    opt = optim.build(name, [p])
+    p.grad = torch.randn(4, 5)
+    opt.step()
+    nbytes = sum(v.numel() * v.element_size() for v in opt.state[p].values() if v.dim() > 0)
+    assert nbytes == expect * p.numel() * p.element_size()
+
+
+@pytest.mark.parametrize("name,hp", [
+    ("neuroplastic", {"weight_decay": 0.05}),
+    ("neuroplastic", {"weight_decay": 0.05, "decoupled_weight_decay": True, "parameterwise": False}),
+    ("neuroplastic_gradonly", {"weight_decay": 0.01, "parameterwise": False}),
+    ("neuroplastic_lrctl", {"lr_controller_mode": "layerwise", "lr_controller_strength": 3.0, "weight_decay": 0.01}),
+    ("neuroplastic_lrctl", {"lr_controller_mode": "classifier_only", "decoupled_weight_decay": True,
+                            "weight_decay": 0.01}),
+    ("neuroplastic_residual", {"weight_decay": 0.01, "residual_max_ratio": 0.2}),
+    ("neuroplastic_orthogonal", {"match_grad_norm": True, "orthogonal_schedule": "cosine", "total_epochs": 3}),
+    ("neuroplastic_hybrid_adamw", {"hybrid_target": "trust_ratio", "weight_decay": 0.01, "layer_scope": "late_blocks"}),
+    ("neuroplastic_hybrid_adamw", {"hybrid_target": "momentum", "modulation_strength": 1.0}),
+    ("neuroplastic_hybrid_sgd", {"hybrid_target": "momentum", "weight_decay": 0.01, "lr_controller_mode": "global"}),
+])
+def test_fast_path_matches_reference_on_more_options(name, hp):
+    hp = {"lr": 0.05, "plasticity_scale": 2.0, **hp}
+    ref, o_ref = _model_run(name, steps=6, foreach=False, **hp)
+    fast, o_fast = _model_run(name, steps=6, foreach=True, **hp)
+    for (a, _), (b, _) in zip(ref[-1], fast[-1]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    for sa, sb in zip(o_ref.state.values(), o_fast.state.values()):
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], atol=1e-12, rtol=1e-10)
+    da, db = o_ref.diagnostics(), o_fast.diagnostics()
+    assert da.keys() == db.keys()
+    for k in da:
+        assert da[k] == pytest.approx(db[k], rel=1e-5, abs=1e-6), k
+
+
+def test_diagnostics_only_every_diag_every_steps():
+    _, opt = _model_run("neuroplastic", steps=1)
+    assert "alpha_min" in opt.diagnostics()
+    p = torch.zeros(3, requires_grad=True)
+    opt = optim.build("neuroplastic", [p], diag_every=3)
+    for _ in range(2):
+        p.grad = torch.randn(3)
+        opt.step()
+    assert opt.diagnostics().get("alpha_min_mean") is not None  # step 1 recorded
+    p.grad = torch.randn(3)
+    opt.step()  # step 3 is not a diagnostic step (1, 4, 7, ...)
+    assert opt.diagnostics() == {}
