@@ -162,3 +162,30 @@ def test_cli_check_reports_invalid_file(tmp_path, capsys):
     bad.write_text(yaml.safe_dump({"version": 1, "claims": [_claim(direction="sideways")]}))
     assert claims.main(["--claims", str(bad), "--check"]) == 2
     assert "sideways" in capsys.readouterr().err
+
+
+def test_full_scale_block_and_baseline_task(tree):
+    root, exp, res = tree
+    t = {"experiment": "synth", "task": "clf", "method": "bio", "baseline": "adamw", "metric": "seed_effective_rank"}
+    # A second task holding the baseline (Planeswalker style: sum and multiplex are two tasks).
+    (res / "aggregate" / "clf_sum.json").write_text((res / "aggregate" / "clf.json").read_text())
+    cross = _claim(id="PW-1", direction="lower", test={**t, "baseline_task": "clf_sum"})
+    gpu = _claim(id="V6-10", direction="lower", test=t,
+                 full_scale={**t, "experiment": "full_synth"})
+    nr = _claim(id="V6-3", direction="lower", not_run="needs CIFAR-100", full_scale={**t, "experiment": "full_synth"})
+    del nr["test"]
+    (root / "experiments" / "full_synth.yaml").write_text("name: full_synth\ngpu_estimate: >-\n  About 2\n  GPU-hours\n")
+    doc = _doc(cross, gpu, nr)
+    out = {r["id"]: r for r in claims.evaluate(doc, root / "results", experiments_dir=root / "experiments")["claims"]}
+    assert out["PW-1"]["verdict"] == "replicated" and out["PW-1"]["baseline_task"] == "clf_sum"
+    assert out["V6-10"]["full_scale"]["verdict"] == "not run"
+    assert out["V6-3"]["verdict"] == "not run" and out["V6-3"]["gpu_estimate"] == "About 2 GPU-hours"
+    # Once the GPU study has results, the full-scale verdict appears beside the CPU one.
+    import shutil
+    shutil.copytree(res, root / "results" / "full_synth")
+    out = {r["id"]: r for r in claims.evaluate(doc, root / "results")["claims"]}
+    assert out["V6-3"]["verdict"] == "not run" and out["V6-3"]["full_scale"]["verdict"] == "replicated"
+    from optirep.report import latex, readme
+    both = claims.evaluate(doc, root / "results")
+    assert "At full scale: Ours" in latex.claims_section(both)
+    assert "full scale (reduced scale, CPU): replicated" in readme.render(both)

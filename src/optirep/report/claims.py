@@ -7,8 +7,8 @@ Verdict rules (alpha = 0.05). For a claim with a `test`, read
 and `baseline` labels, and let d = mean(method) - mean(baseline) over the finite runs.
 The family for multiple testing is every measured claim on the same (experiment, task): Welch p values
 are Holm-adjusted within it (p_holm), and the reported interval is the simultaneous Bonferroni
-interval CI* = d +- t(1 - alpha/(2m), df) * se (m = family size), which is never narrower than what
-Holm implies. The margin delta is the smallest effect that counts: `test.margin` ({absolute: x} or
+interval CI* = d +- t(1 - alpha/(2m), df) * se (m = family size), conservative with respect to
+Holm. The margin delta is the smallest effect that counts: `test.margin` ({absolute: x} or
 {relative: r} times |our baseline mean|), else half of the seed's relative effect
 |method - baseline| / |baseline| / 2 times |our baseline mean| when the seed gives both numbers,
 else 1% of |our baseline mean|.
@@ -34,6 +34,11 @@ else 1% of |our baseline mean|.
 * `derived_from` (a summary claim): "not replicated" if any part is, "replicated" if every part is,
   "not run" if no part was measured, else "inconclusive".
 Diverged runs are never dropped silently: they are counted per side in every record.
+
+A claim may also carry `full_scale` (same shape as `test`, pointing at a GPU experiment such as
+full_cifar10). It is judged by the same rules into `record["full_scale"]`, in its own families; while
+its results are absent it is "not run" with the experiment's `gpu_estimate`. The headline verdict
+stays the one of `test` (or `not_run`), so the scale label of every verdict is explicit.
 """
 
 from __future__ import annotations
@@ -74,6 +79,7 @@ _TEST = {
         "task": {"type": "string", "pattern": "^[a-z0-9_]+$"},
         "method": {"type": "string", "minLength": 1}, "baseline": {"type": "string", "minLength": 1},
         "metric": {"type": "string", "minLength": 1}, "margin": _MARGIN, "proxy": {"type": "string"},
+        "baseline_task": {"type": "string", "pattern": "^[a-z0-9_]+$"},
     },
 }
 CLAIMS_SCHEMA: dict[str, Any] = {
@@ -96,6 +102,7 @@ CLAIMS_SCHEMA: dict[str, Any] = {
                 "setup": {"type": "string", "minLength": 1},
                 "source": {"type": "string", "pattern": r"^\S.* : \S+|^arXiv:"},
                 "test": _TEST,
+                "full_scale": _TEST,
                 "not_run": {"type": "string", "minLength": 1},
                 "derived_from": {"type": "array", "minItems": 1, "items": {"type": "string"}},
                 "gpu_estimate": {"type": "string"},
@@ -227,66 +234,75 @@ def _base_record(claim: dict) -> dict[str, Any]:
     return {k: claim.get(k) for k in keys}
 
 
-def _stat(agg: dict, label: str, metric: str, key: str) -> float:
-    return as_float(agg["per_label"][label]["stats"].get(metric, {}).get(key))
-
-
-def measure(claim: dict, results_root: Path, cache: dict) -> dict[str, Any]:
-    """The comparison behind one `test` claim (no verdict yet), or a "not run" record."""
-    rec = _base_record(claim)
-    t = claim["test"]
-    rec.update(experiment=t["experiment"], task=t["task"], method=t["method"], baseline=t["baseline"],
-               test_metric=t["metric"], proxy=t.get("proxy"))
-    path = results_root / t["experiment"] / "aggregate" / f"{t['task']}.json"
+def _load_agg(results_root: Path, experiment: str, task: str, cache: dict) -> tuple[Path, dict | None]:
+    path = results_root / experiment / "aggregate" / f"{task}.json"
     if path not in cache:
         cache[path] = read_json(path) if path.exists() else None
-    agg = cache[path]
-    if agg is None:
-        return {**rec, "verdict": "not run", "why": f"no results: {path} does not exist"}
-    rec.update(scale=agg.get("scale"), gpu_estimate=claim.get("gpu_estimate") or agg.get("gpu_estimate"),
-               gate=agg.get("gate"))
-    for role in ("method", "baseline"):
-        if t[role] not in agg["per_label"]:
+    return path, cache[path]
+
+
+def _gpu_estimate(experiments_dir: Path | None, experiment: str) -> str | None:
+    """`gpu_estimate` of experiments/<experiment>.yaml, if that file exists and sets it."""
+    if experiments_dir is None:
+        return None
+    f = Path(experiments_dir) / f"{experiment}.yaml"
+    if not f.exists():
+        return None
+    est = (yaml.safe_load(f.read_text()) or {}).get("gpu_estimate")
+    return " ".join(str(est).split()) if est else None
+
+
+def measure(claim: dict, t: dict, results_root: Path, cache: dict, experiments_dir: Path | None = None) -> dict[str, Any]:
+    """The comparison behind one test block `t` (no verdict yet), or a "not run" record.
+
+    `t.baseline_task` reads the baseline label from another task of the same experiment (e.g.
+    Planeswalker's multiplexed vs summed losses are two tasks); both tasks' gates must pass.
+    """
+    rec = _base_record(claim)
+    btask = t.get("baseline_task", t["task"])
+    rec.update(experiment=t["experiment"], task=t["task"], baseline_task=btask, method=t["method"],
+               baseline=t["baseline"], test_metric=t["metric"], proxy=t.get("proxy"),
+               gpu_estimate=claim.get("gpu_estimate") or _gpu_estimate(experiments_dir, t["experiment"]))
+    path, agg = _load_agg(results_root, t["experiment"], t["task"], cache)
+    bpath, bagg = _load_agg(results_root, t["experiment"], btask, cache)
+    for p_, a_ in ((path, agg), (bpath, bagg)):
+        if a_ is None:
+            return {**rec, "verdict": "not run", "why": f"no results: {p_} does not exist"}
+    rec.update(scale=agg.get("scale"), gpu_estimate=rec["gpu_estimate"] or agg.get("gpu_estimate"), gate=agg.get("gate"))
+    for role, a_, p_ in (("method", agg, path), ("baseline", bagg, bpath)):
+        if t[role] not in a_["per_label"]:
             return {**rec, "verdict": "not run",
-                    "why": f"{role} label {t[role]!r} not in {path} (labels: {', '.join(agg['per_label'])})"}
-        if t["metric"] not in agg["per_label"][t[role]]["values"]:
-            have = ", ".join(agg["per_label"][t[role]]["values"])
-            return {**rec, "verdict": "not run", "why": f"metric {t['metric']!r} not measured for {t[role]!r} in {path} (have: {have})"}
-    a = [as_float(x) for x in agg["per_label"][t["method"]]["values"][t["metric"]]]
-    b = [as_float(x) for x in agg["per_label"][t["baseline"]]["values"][t["metric"]]]
+                    "why": f"{role} label {t[role]!r} not in {p_} (labels: {', '.join(a_['per_label'])})"}
+        if t["metric"] not in a_["per_label"][t[role]]["values"]:
+            have = ", ".join(a_["per_label"][t[role]]["values"])
+            return {**rec, "verdict": "not run", "why": f"metric {t['metric']!r} not measured for {t[role]!r} in {p_} (have: {have})"}
+    m_info, b_info = agg["per_label"][t["method"]], bagg["per_label"][t["baseline"]]
+    a = [as_float(x) for x in m_info["values"][t["metric"]]]
+    b = [as_float(x) for x in b_info["values"][t["metric"]]]
     hib = bool(agg.get("higher_is_better", True)) if t["metric"] in ("final_test", "final_val", "best_val") else True
-    c = compare(a, b, hib, agg["per_label"][t["method"]]["seeds"], agg["per_label"][t["baseline"]]["seeds"])
+    c = compare(a, b, hib, m_info["seeds"], b_info["seeds"])
     rec.update(
         n_method=c["n_method"], n_baseline=c["n_baseline"],
-        n_method_diverged=agg["per_label"][t["method"]]["n_diverged"],
-        n_baseline_diverged=agg["per_label"][t["baseline"]]["n_diverged"],
+        n_method_diverged=m_info["n_diverged"], n_baseline_diverged=b_info["n_diverged"],
         n_method_nan=c["n_method_nan"], n_baseline_nan=c["n_baseline_nan"],
         mean_method=c["mean_method"], mean_baseline=c["mean_baseline"],
-        std_method=_stat(agg, t["method"], t["metric"], "std"), std_baseline=_stat(agg, t["baseline"], t["metric"], "std"),
+        std_method=as_float(m_info["stats"].get(t["metric"], {}).get("std")),
+        std_baseline=as_float(b_info["stats"].get(t["metric"], {}).get("std")),
         diff=c["diff"], p=c["p"], df=c["df"], se=c["se"], hedges_g=c["hedges_g"], paired_wins=c.get("paired_wins"),
         ratio=c["mean_method"] / c["mean_baseline"] if c["mean_baseline"] else math.nan,
         higher_is_better=hib,
     )
-    rec["margin"], rec["margin_rule"] = margin_for(claim, c["mean_baseline"])
-    if not agg.get("gate_passed", False):
-        rec.update(verdict="baseline failed", why=f"baseline gate failed: {agg.get('gate', {}).get('reason')}")
+    rec["margin"], rec["margin_rule"] = margin_for({**claim, "test": t}, c["mean_baseline"])
+    failed = [a_["gate"].get("reason") for a_ in {id(agg): agg, id(bagg): bagg}.values() if not a_.get("gate_passed", False)]
+    if failed:
+        rec.update(verdict="baseline failed", why="baseline gate failed: " + "; ".join(map(str, failed)))
     return rec
 
 
-def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA) -> dict[str, Any]:
-    """Verdicts for every claim of a validated claims document."""
-    results_root = Path(results_root)
-    cache: dict = {}
-    records: dict[str, dict] = {}
-    for claim in doc["claims"]:
-        if "not_run" in claim:
-            records[claim["id"]] = {**_base_record(claim), "verdict": "not run", "why": claim["not_run"],
-                                    "scale": None}
-        elif "test" in claim:
-            records[claim["id"]] = measure(claim, results_root, cache)
-
+def _judge_families(records: list[dict], alpha: float) -> None:
+    """Holm within each (experiment, task) family of measured records, then the verdict of each."""
     families: dict[tuple, list[dict]] = defaultdict(list)
-    for rec in records.values():
+    for rec in records:
         if "verdict" not in rec:
             families[(rec["experiment"], rec["task"])].append(rec)
     for fam in families.values():
@@ -301,6 +317,34 @@ def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA) -> dict[
             r["verdict"], r["why"] = decide(r["direction"], r["diff"], (r["ci_low"], r["ci_high"]),
                                             r["p_holm"], r["margin"], r["n_method_nan"],
                                             r["higher_is_better"], alpha)
+
+
+def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA,
+             experiments_dir: str | Path | None = None) -> dict[str, Any]:
+    """Verdicts for every claim of a validated claims document.
+
+    A claim's `full_scale` block is judged the same way into `record["full_scale"]` (its own
+    families); when its results are absent it says so, with the experiment's `gpu_estimate`.
+    """
+    results_root = Path(results_root)
+    experiments_dir = Path(experiments_dir) if experiments_dir else None
+    cache: dict = {}
+    records: dict[str, dict] = {}
+    full: dict[str, dict] = {}
+    for claim in doc["claims"]:
+        if "not_run" in claim:
+            records[claim["id"]] = {**_base_record(claim), "verdict": "not run", "why": claim["not_run"],
+                                    "scale": None}
+        elif "test" in claim:
+            records[claim["id"]] = measure(claim, claim["test"], results_root, cache, experiments_dir)
+        if "full_scale" in claim:
+            full[claim["id"]] = measure(claim, claim["full_scale"], results_root, cache, experiments_dir)
+    _judge_families(list(records.values()), alpha)
+    _judge_families(list(full.values()), alpha)
+    for cid, rec in full.items():
+        records[cid]["full_scale"] = rec
+        if records[cid]["verdict"] == "not run" and rec["verdict"] == "not run":
+            records[cid]["gpu_estimate"] = records[cid].get("gpu_estimate") or rec.get("gpu_estimate")
 
     for claim in doc["claims"]:
         if "derived_from" in claim:
@@ -329,6 +373,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--claims", default="experiments/claims.yaml")
     ap.add_argument("--results", default="results", help="the results root holding <experiment>/aggregate/")
     ap.add_argument("--out", default="results/claims.json")
+    ap.add_argument("--experiments", default="experiments",
+                    help="folder of the experiment YAMLs (for the gpu_estimate of full-scale tests not run)")
     ap.add_argument("--check", action="store_true", help="only validate the claims file")
     args = ap.parse_args(argv)
     try:
@@ -339,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.claims}: {len(doc['claims'])} claims, valid")
         return 0
-    out = evaluate(doc, args.results)
+    out = evaluate(doc, args.results, experiments_dir=args.experiments)
     write_json(args.out, out)
     print(f"{args.out}: " + ", ".join(f"{v} {n}" for v, n in out["counts"].items()))
     return 0

@@ -181,12 +181,30 @@ def claims_table(claims: dict) -> str:
         verdict = escape(rec["verdict"])
         if rec["verdict"] == "replicated":
             verdict = rf"\textbf{{{verdict}}}"
+        fs = rec.get("full_scale")
+        if fs and fs["verdict"] != "not run":
+            verdict += rf"; full scale ({escape(fs.get('scale'))}): {escape(fs['verdict'])}"
         lines.append(
             rf"{escape(rec['id'])} & {escape(rec['statement'])} & {escape((rec.get('seed_value') or {}).get('text'))} & "
             rf"{_ours(rec)} & {verdict} & {escape(rec.get('scale') or '--')} \\"
         )
     lines += [r"\end{longtable}", r"\end{small}", ""]
     return "\n".join(lines)
+
+
+def _measured(rec: dict) -> str:
+    """Our measurement of one test block, with its verdict and reason."""
+    text = (
+        rf"Ours ({escape(rec.get('scale'))}; {escape(rec['experiment'])}/{escape(rec['task'])}, "
+        rf"\texttt{{{escape(rec['method'])}}} vs \texttt{{{escape(rec['baseline'])}}}, {escape(rec['test_metric'])}): "
+        rf"{_ours(rec)}; $\Delta = {fmt(rec.get('diff'), 4)}$, simultaneous CI [{fmt(rec.get('ci_low'), 4)}, {fmt(rec.get('ci_high'), 4)}], "
+        rf"$p_\mathrm{{Holm}} = {fmt(rec.get('p_holm'), 3)}$, margin {fmt(rec.get('margin'), 4)}; "
+        rf"diverged {rec.get('n_method_diverged', 0)}/{rec.get('n_baseline_diverged', 0)} (method/baseline). "
+        rf"Verdict: \textbf{{{escape(rec['verdict'])}}} ({escape(rec.get('why'))})."
+    )
+    if rec.get("proxy"):
+        text += rf" Proxy: {escape(rec['proxy'])}."
+    return text
 
 
 def claims_section(claims: dict) -> str:
@@ -197,26 +215,26 @@ def claims_section(claims: dict) -> str:
         parts = [rf"\paragraph{{{escape(rec['id'])} ({escape(rec['optimizer'])}).}} {escape(rec['statement'])}",
                  rf"Seed: {escape(sv.get('text'))}; setup: {escape(rec.get('setup'))}; source: \texttt{{{escape(rec.get('source'))}}}."]
         v = rec["verdict"]
-        if v == "not run" and "test" not in rec and "experiment" not in rec:
+        if "parts" in rec:
+            parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))}).")
+        elif v == "not run" and "experiment" not in rec:
             parts.append(rf"\emph{{Not run here: {escape(rec.get('why'))}.}}")
         elif v == "not run":
             parts.append(rf"\emph{{Not run: {escape(rec.get('why'))}.}}")
-        elif "parts" in rec:
-            parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))}).")
+        elif v == "baseline failed":
+            parts.append(rf"Verdict: \textbf{{baseline failed}} ({escape(rec.get('why'))}).")
         else:
-            scale_txt = escape(rec.get("scale"))
-            parts.append(
-                rf"Ours ({scale_txt}; {escape(rec['experiment'])}/{escape(rec['task'])}, "
-                rf"\texttt{{{escape(rec['method'])}}} vs \texttt{{{escape(rec['baseline'])}}}, {escape(rec['test_metric'])}): "
-                rf"{_ours(rec)}; $\Delta = {fmt(rec.get('diff'), 4)}$, simultaneous CI [{fmt(rec.get('ci_low'), 4)}, {fmt(rec.get('ci_high'), 4)}], "
-                rf"$p_\mathrm{{Holm}} = {fmt(rec.get('p_holm'), 3)}$, margin {fmt(rec.get('margin'), 4)}; "
-                rf"diverged {rec.get('n_method_diverged', 0)}/{rec.get('n_baseline_diverged', 0)} (method/baseline). "
-                rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))})."
-            )
-            if rec.get("proxy"):
-                parts.append(rf"Proxy: {escape(rec['proxy'])}.")
-        if rec.get("gpu_estimate"):
-            parts.append(rf"Estimated GPU time at the seed's scale: {escape(rec['gpu_estimate'])}.")
+            parts.append(_measured(rec))
+        fs = rec.get("full_scale")
+        if fs and fs["verdict"] == "not run":
+            parts.append(rf"At full scale ({escape(fs['experiment'])}/{escape(fs['task'])}): \emph{{not run here: {escape(fs.get('why'))}.}}")
+        elif fs and fs["verdict"] == "baseline failed":
+            parts.append(rf"At full scale: \textbf{{baseline failed}} ({escape(fs.get('why'))}).")
+        elif fs:
+            parts.append("At full scale: " + _measured(fs))
+        est = rec.get("gpu_estimate") or (fs or {}).get("gpu_estimate")
+        if est:
+            parts.append(rf"Estimated GPU time at full scale: {escape(est)}.")
         out.append(" ".join(parts))
     return "\n\n".join(out) + "\n"
 

@@ -57,6 +57,9 @@ def render(claims: dict | str | Path) -> str:
         verdict = rec["verdict"]
         if verdict == "not run" and rec.get("why"):
             verdict = f"not run: {rec['why']}"
+        fs = rec.get("full_scale")
+        if fs and fs["verdict"] != "not run":
+            verdict += f"; full scale ({fs.get('scale')}): {fs['verdict']}"
         lines.append("| " + " | ".join(_cell(x) for x in (
             rec["id"], rec["statement"], (rec.get("seed_value") or {}).get("text"), _ours(rec),
             verdict, rec.get("scale") or "–")) + " |")
