@@ -340,7 +340,8 @@ class EnhancedSGD(torch.optim.Optimizer):
                 clip = torch.where(sigma2 > 0, bound, torch.full_like(bound, math.inf))
                 self._diag.record("clip", clip)
             self._diag.record("sigma2", sigma2)
-            self._diag.record("entropy", entropy)
+            if entropy is not None:
+                self._diag.record("entropy", entropy)
 
         if run_controller:
             lrs, moms, gscale, obs = self._control(loss)
@@ -372,7 +373,7 @@ class EnhancedSGD(torch.optim.Optimizer):
             self._learn(obs)
         return loss
 
-    def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
         ctl = self.state["controller"]
         dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
@@ -386,9 +387,12 @@ class EnhancedSGD(torch.optim.Optimizer):
         sigma2 = a * var + (1 - a) * old.to(dtype)
         prev = prev.to(dtype)
         sigma2 = torch.where((sigma2 - prev).abs() > k, prev * k + (1 - k) * sigma2, sigma2)
-        entropy = histogram_entropy(flat)
         ctl["sigma2"], ctl["sigma2_prev"] = sigma2, prev
-        ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
+        # Only retention and the controller read H; the histogram is the costliest statistic.
+        entropy = None
+        if self.grad_retention or self.controller:
+            entropy = histogram_entropy(flat)
+            ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
         return sigma2, entropy
 
     # Both group updates apply the same ops in the same order, drawing the noise tensor by tensor
