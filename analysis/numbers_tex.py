@@ -4,7 +4,8 @@
         --out paper/generated/numbers.tex
 
 Study-wide macros (abstract, protocol): \\StudyExperiments, \\StudyTasks, \\StudySeedsMin/Max,
-\\StudyTrialsMin/Max, \\StudyScale, \\StudyConfidence, \\ClaimsTotal, \\ClaimsMeasured, \\ClaimsAlpha and
+\\StudyTrialsMin/Max, \\StudySeedsRange, \\StudyTrialsRange, \\StudyScale,
+\\StudyConfidence, \\ClaimsTotal, \\ClaimsMeasured, \\ClaimsAlpha and
 one \\Claims<Verdict> per verdict. Per experiment / task / optimizer: R<Exp>Scale, R<Exp>Seeds,
 R<Exp>Trials, R<Exp><Task>Target, R<Exp><Task>GatePassed, R<Exp><Task><Label>{FinalTestMean,
 FinalTestStd,N,Diverged,TimePerStepMs}, R<Exp><Task><Label>{Diff,PHolm} (against the baseline).
@@ -21,6 +22,13 @@ from optirep.report.claims import VERDICTS
 from optirep.report.latex import DISPLAY, Macros, display_for, escape, fmt, macro_name, numbers_tex
 
 
+def _range(xs) -> str:
+    """'3' when every task uses the same count, else '3--5'; '--' when there is none."""
+    if not xs:
+        return "--"
+    return str(min(xs)) if min(xs) == max(xs) else f"{min(xs)}--{max(xs)}"
+
+
 def build(results_dirs, claims) -> Macros:
     m = Macros()
     aggs_by_exp = {r: read_aggregates(r) for r in results_dirs}
@@ -33,6 +41,8 @@ def build(results_dirs, claims) -> Macros:
     m.add("StudySeedsMax", str(max(seeds)) if seeds else "--")
     m.add("StudyTrialsMin", str(min(trials)) if trials else "--")
     m.add("StudyTrialsMax", str(max(trials)) if trials else "--")
+    m.add("StudySeedsRange", _range(seeds))
+    m.add("StudyTrialsRange", _range(trials))
     scales = sorted({a["scale"] for a in all_aggs if a.get("scale")})
     m.add("StudyScale", escape("; ".join(scales)) if scales else "--")
     m.add("StudyConfidence", f"{CONFIDENCE * 100:g}\\%")

@@ -61,3 +61,12 @@ def test_missing_markers_are_named(tmp_path):
     with pytest.raises(ValueError, match="claims:start"):
         readme.update(rd, cj)
     assert readme.main(["--claims", str(cj), "--readme", str(rd)]) == 2
+
+
+def test_repository_readme_is_not_stale():
+    """The committed README's claims section matches results/claims.json (when both exist)."""
+    repo = Path(__file__).resolve().parents[1]
+    rd, cj = repo / "README.md", repo / "results" / "claims.json"
+    if not (rd.exists() and cj.exists() and readme.START in rd.read_text()):
+        pytest.skip("no README with a claims section, or no results/claims.json yet")
+    assert readme.update(rd, cj, check=True) is False

@@ -267,8 +267,10 @@ def measure(claim: dict, t: dict, results_root: Path, cache: dict, experiments_d
     bpath, bagg = _load_agg(results_root, t["experiment"], btask, cache)
     for p_, a_ in ((path, agg), (bpath, bagg)):
         if a_ is None:
-            return {**rec, "verdict": "not run", "why": f"no results: {p_} does not exist"}
-    rec.update(scale=agg.get("scale"), gpu_estimate=rec["gpu_estimate"] or agg.get("gpu_estimate"), gate=agg.get("gate"))
+            return {**rec, "verdict": "not run",
+                    "why": f"no results yet for {t['experiment']}/{p_.stem} (aggregate/{p_.name} absent)"}
+    rec.update(scale=agg.get("scale"), gpu_estimate=rec["gpu_estimate"] or agg.get("gpu_estimate"), gate=agg.get("gate"),
+               task_metric=agg.get("metric"))
     for role, a_, p_ in (("method", agg, path), ("baseline", bagg, bpath)):
         if t[role] not in a_["per_label"]:
             return {**rec, "verdict": "not run",

@@ -157,21 +157,27 @@ def protocol_table(aggs: Iterable[dict]) -> str:
 
 
 def _ours(rec: dict) -> str:
-    if rec.get("mean_method") is None and rec.get("verdict") in ("not run",):
-        return "--"
+    """Method vs baseline, mean $\\pm$ std, in the display units of the tested metric (accuracy in %)."""
     if "mean_method" not in rec:
         return "--"
-    return (rf"{fmt_pm(rec['mean_method'], rec.get('std_method'), 4)} vs {fmt_pm(rec['mean_baseline'], rec.get('std_baseline'), 4)} "
+    fac, unit, dec = display_for(rec.get("test_metric", ""), rec.get("task_metric"))
+    if fac == 1.0 and unit == "" and dec == 3:
+        dec = 4
+    unit = f" {unit}" if unit else ""
+    return (rf"{fmt_pm(rec['mean_method'], rec.get('std_method'), dec, fac)} vs "
+            rf"{fmt_pm(rec['mean_baseline'], rec.get('std_baseline'), dec, fac)}{unit} "
             rf"($n$={rec.get('n_method')}/{rec.get('n_baseline')})")
 
 
 def claims_table(claims: dict) -> str:
     """Every claim in one longtable: id, seed value, our measurement, verdict, scale."""
     lines = [
-        r"\begin{small}", r"\setlength{\tabcolsep}{3pt}",
-        r"\begin{longtable}{@{}p{0.06\linewidth}p{0.28\linewidth}p{0.17\linewidth}p{0.2\linewidth}p{0.12\linewidth}p{0.1\linewidth}@{}}",
+        r"\begin{small}", r"\setlength{\tabcolsep}{3pt}", r"\setlength{\LTcapwidth}{\linewidth}",
+        # Ragged columns: justified narrow cells stretch the seeds' numbers apart (needs array).
+        "\\begin{longtable}{@{}" + "".join(rf">{{\raggedright\arraybackslash}}p{{{w}\linewidth}}"
+                                        for w in (0.06, 0.28, 0.17, 0.2, 0.12, 0.1)) + "@{}}",
         rf"\caption{{Every claim of the seeds and our verdict ($\alpha = {claims['alpha']:g}$, Holm-adjusted within each task; "
-        r"rules in Section~\ref{sec:claims}). ``Ours'' is method vs baseline, mean $\pm$ std over $n$ seeds, in the task's raw units.}"
+        r"rules in Section~\ref{sec:claims}). ``Ours'' is method vs baseline, mean $\pm$ std over $n$ seeds (accuracy in \%, times in ms, state in MiB).}"
         r"\label{tab:claims}\\",
         r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endfirsthead",
         r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endhead",
@@ -192,6 +198,11 @@ def claims_table(claims: dict) -> str:
     return "\n".join(lines)
 
 
+def _s(text: Any) -> str:
+    """Escaped text without a trailing period (the template adds its own)."""
+    return escape(str(text or "").strip().rstrip("."))
+
+
 def _measured(rec: dict) -> str:
     """Our measurement of one test block, with its verdict and reason."""
     text = (
@@ -200,10 +211,10 @@ def _measured(rec: dict) -> str:
         rf"{_ours(rec)}; $\Delta = {fmt(rec.get('diff'), 4)}$, simultaneous CI [{fmt(rec.get('ci_low'), 4)}, {fmt(rec.get('ci_high'), 4)}], "
         rf"$p_\mathrm{{Holm}} = {fmt(rec.get('p_holm'), 3)}$, margin {fmt(rec.get('margin'), 4)}; "
         rf"diverged {rec.get('n_method_diverged', 0)}/{rec.get('n_baseline_diverged', 0)} (method/baseline). "
-        rf"Verdict: \textbf{{{escape(rec['verdict'])}}} ({escape(rec.get('why'))})."
+        rf"Verdict: \textbf{{{escape(rec['verdict'])}}} ({_s(rec.get('why'))})."
     )
     if rec.get("proxy"):
-        text += rf" Proxy: {escape(rec['proxy'])}."
+        text += rf" Proxy: {_s(rec['proxy'])}."
     return text
 
 
@@ -212,29 +223,29 @@ def claims_section(claims: dict) -> str:
     out = []
     for rec in claims["claims"]:
         sv = rec.get("seed_value") or {}
-        parts = [rf"\paragraph{{{escape(rec['id'])} ({escape(rec['optimizer'])}).}} {escape(rec['statement'])}",
-                 rf"Seed: {escape(sv.get('text'))}; setup: {escape(rec.get('setup'))}; source: \texttt{{{escape(rec.get('source'))}}}."]
+        parts = [rf"\paragraph{{{escape(rec['id'])} ({escape(rec['optimizer'])}).}} {_s(rec['statement']) + '.'}",
+                 rf"Seed: {escape(sv.get('text'))}; setup: {_s(rec.get('setup'))}; source: \texttt{{{escape(rec.get('source'))}}}."]
         v = rec["verdict"]
         if "parts" in rec:
-            parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({escape(rec.get('why'))}).")
+            parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({_s(rec.get('why'))}).")
         elif v == "not run" and "experiment" not in rec:
-            parts.append(rf"\emph{{Not run here: {escape(rec.get('why'))}.}}")
+            parts.append(rf"\emph{{Not run here: {_s(rec.get('why'))}.}}")
         elif v == "not run":
-            parts.append(rf"\emph{{Not run: {escape(rec.get('why'))}.}}")
+            parts.append(rf"\emph{{Not run: {_s(rec.get('why'))}.}}")
         elif v == "baseline failed":
-            parts.append(rf"Verdict: \textbf{{baseline failed}} ({escape(rec.get('why'))}).")
+            parts.append(rf"Verdict: \textbf{{baseline failed}} ({_s(rec.get('why'))}).")
         else:
             parts.append(_measured(rec))
         fs = rec.get("full_scale")
         if fs and fs["verdict"] == "not run":
-            parts.append(rf"At full scale ({escape(fs['experiment'])}/{escape(fs['task'])}): \emph{{not run here: {escape(fs.get('why'))}.}}")
+            parts.append(rf"At full scale ({escape(fs['experiment'])}/{escape(fs['task'])}): \emph{{not run here: {_s(fs.get('why'))}.}}")
         elif fs and fs["verdict"] == "baseline failed":
-            parts.append(rf"At full scale: \textbf{{baseline failed}} ({escape(fs.get('why'))}).")
+            parts.append(rf"At full scale: \textbf{{baseline failed}} ({_s(fs.get('why'))}).")
         elif fs:
             parts.append("At full scale: " + _measured(fs))
         est = rec.get("gpu_estimate") or (fs or {}).get("gpu_estimate")
         if est:
-            parts.append(rf"Estimated GPU time at full scale: {escape(est)}.")
+            parts.append(rf"Estimated GPU time at full scale: {_s(est)}.")
         out.append(" ".join(parts))
     return "\n\n".join(out) + "\n"
 
