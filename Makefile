@@ -43,7 +43,7 @@ tex:
 	    texlive-latex-base texlive-latex-recommended texlive-fonts-recommended texlive-latex-extra latexmk >/dev/null; }
 
 smoke: setup tex
-	$(VENV)/bin/snakemake --cores 2 --configfile experiments/smoke.yaml --config experiment=experiments/smoke.yaml
+	$(VENV)/bin/snakemake --cores 2 --configfile experiments/workflow-smoke.yaml
 
 study: setup tex
 	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)

@@ -16,7 +16,9 @@ from optirep.report.aggregate import read_aggregates
 from optirep.report.latex import escape, macro_name
 
 FIGS = (("curves", "Learning curves"), ("lr_sensitivity", "Learning-rate sensitivity of the tuning trials"),
-        ("erank", "Spectral metrics of the final classifier weights / features"))
+        ("erank", "Spectral metrics of the final classifier weights / features"),
+        ("gradcam", "Grad-CAM (layer3, true class) of the first seed of each optimizer; intensities are min-max "
+                    "normalised per image, so only ROAD scores compare optimizers"))
 
 
 def main(argv=None) -> int:

@@ -10,14 +10,11 @@ rule analyze:
         "results/{exp}/logs/analyze/{task}/{label}/seed{seed}.log",
     params:
         run=lambda w, input: os.path.dirname(input[0]),
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     shell:
         "optirep analyze {params.run} --out {output} > {log} 2>&1"
-
-
-def gradcam_tasks(exp):
-    e = EXPS[exp]
-    return [t for t, task in e["tasks"].items() if task["model"] == "resnet18"]
 
 
 rule gradcam:
@@ -26,13 +23,17 @@ rule gradcam:
         runs=lambda w: final_metrics(w.exp, w.task),
     output:
         json="results/{exp}/gradcam/{task}.json",
-        fig="results/{exp}/gradcam/{task}.png",
+        fig="results/{exp}/gradcam/{task}.pdf",
     log:
         "results/{exp}/logs/gradcam/{task}.log",
+    params:
+        data=DATA_ARGS,
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     shell:
         "python analysis/gradcam.py --experiment {input.exp} --results results/{wildcards.exp}"
-        " --task {wildcards.task} --out-json {output.json} --out-fig {output.fig} {DATA_ARGS} > {log} 2>&1"
+        " --task {wildcards.task} --out-json {output.json} --out-fig {output.fig} {params.data} > {log} 2>&1"
 
 
 rule aggregate:
@@ -45,6 +46,8 @@ rule aggregate:
         "results/{exp}/aggregate/{task}.json",
     log:
         "results/{exp}/logs/aggregate/{task}.log",
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     shell:
         "optirep aggregate --experiment {input.exp} --results results/{wildcards.exp} --task {wildcards.task}"

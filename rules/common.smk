@@ -83,3 +83,12 @@ def all_targets():
     if config.get("readme"):
         targets.append(f"results/{STUDY}/readme.stamp")
     return targets
+
+
+def fetched(w=None):
+    return [f"results/data/{d}.fetched" for d in config.get("fetch", [])]
+
+
+def gradcam_tasks(exp):
+    e = EXPS[exp]
+    return [t for t, task in e["tasks"].items() if task["model"] == "resnet18"]

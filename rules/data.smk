@@ -6,12 +6,12 @@ rule fetch:
         touch("results/data/{dataset}.fetched"),
     log:
         "results/logs/fetch/{dataset}.log",
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
+    params:
+        data=DATA_ARGS,
     resources:
         fetch=1,
     shell:
-        "optirep fetch {wildcards.dataset} {DATA_ARGS} > {log} 2>&1"
-
-
-def fetched(w=None):
-    return [f"results/data/{d}.fetched" for d in config.get("fetch", [])]
+        "optirep fetch {wildcards.dataset} {params.data} > {log} 2>&1"

@@ -13,12 +13,15 @@ rule train_trial:
     params:
         seed=lambda w: EXPS[w.exp]["tuning"]["seed"],
         out=lambda w, output: os.path.dirname(output[0]),
+        data=DATA_ARGS,
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
         "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --seed {params.seed} --trial {wildcards.k} --out {params.out} {DATA_ARGS} --quiet > {log} 2>&1"
+        " --seed {params.seed} --trial {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
 
 
 rule select:
@@ -34,6 +37,8 @@ rule select:
         "results/{exp}/logs/select/{task}/{label}.log",
     params:
         dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.trials),
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     shell:
         "optirep select --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
@@ -50,6 +55,8 @@ rule derive_hp:
         "results/{exp}/logs/derive/{task}/{label}.log",
     params:
         dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.runs),
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     shell:
         "optirep derive-hp --experiment {input.exp} --optimizer {wildcards.label} --runs {params.dirs}"
@@ -68,9 +75,12 @@ rule train:
     params:
         out=lambda w, output: os.path.dirname(output[0]),
         hp=lambda w, input: f"--hp-json {input.hp}" if input.hp else "",
+        data=DATA_ARGS,
+    conda:
+        "../envs/optirep.yaml"
     threads: 1
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
         "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --seed {wildcards.seed} --out {params.out} {params.hp} {DATA_ARGS} --quiet > {log} 2>&1"
+        " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"

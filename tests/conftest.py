@@ -8,7 +8,8 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One thread: on the 2-core CI machine two threads per test process oversubscribe (pytest + snakemake jobs).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)

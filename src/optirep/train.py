@@ -170,7 +170,9 @@ class LanguageModel(Objective):
 
     def __init__(self, task, splits, device, seed):
         super().__init__(task, splits, device, seed)
-        self.block = task.get("model_args", {}).get("block_size", 32)
+        margs = task.get("model_args", {})
+        # the model's context: block_size (the seed's GPT) or n_positions (transformers' GPT-2)
+        self.block = margs.get("block_size") or margs.get("n_positions") or 32
         self.train_tokens = splits.train.to(device)
         self.eval_batches = task.get("eval_batches", 20)
 

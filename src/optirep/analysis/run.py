@@ -130,7 +130,12 @@ def analyze_run(run_dir: str | os.PathLike, center: bool = True) -> dict[str, An
     }
 
     model_file = run / "model.pt"
-    if model_file.is_file():
+    objective = config.get("task", {}).get("objective", "classification")
+    if objective != "classification":
+        # the seed's fc-weight spectrum is defined for a classifier head only (autoencoders and
+        # LMs: feature metrics below, no fc metrics)
+        out.update(_nan_weight_metrics())
+    elif model_file.is_file():
         state = torch.load(model_file, map_location="cpu", weights_only=True)
         if not isinstance(state, dict):
             raise ValueError(f"{model_file} must hold a state_dict (a dict of tensors), got {type(state).__name__}")

@@ -234,8 +234,14 @@ def _base_record(claim: dict) -> dict[str, Any]:
     return {k: claim.get(k) for k in keys}
 
 
+_ONLY = "__only_experiments__"  # cache key: the experiments of this study (None: all)
+
+
 def _load_agg(results_root: Path, experiment: str, task: str, cache: dict) -> tuple[Path, dict | None]:
     path = results_root / experiment / "aggregate" / f"{task}.json"
+    only = cache.get(_ONLY)
+    if only is not None and experiment not in only:
+        return path, None  # another study's results never leak into this one's verdicts
     if path not in cache:
         cache[path] = read_json(path) if path.exists() else None
     return path, cache[path]
@@ -322,7 +328,7 @@ def _judge_families(records: list[dict], alpha: float) -> None:
 
 
 def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA,
-             experiments_dir: str | Path | None = None) -> dict[str, Any]:
+             experiments_dir: str | Path | None = None, only: list[str] | None = None) -> dict[str, Any]:
     """Verdicts for every claim of a validated claims document.
 
     A claim's `full_scale` block is judged the same way into `record["full_scale"]` (its own
@@ -330,7 +336,7 @@ def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA,
     """
     results_root = Path(results_root)
     experiments_dir = Path(experiments_dir) if experiments_dir else None
-    cache: dict = {}
+    cache: dict = {_ONLY: set(only) if only is not None else None}
     records: dict[str, dict] = {}
     full: dict[str, dict] = {}
     for claim in doc["claims"]:
@@ -377,6 +383,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="results/claims.json")
     ap.add_argument("--experiments", default="experiments",
                     help="folder of the experiment YAMLs (for the gpu_estimate of full-scale tests not run)")
+    ap.add_argument("--only", nargs="+", default=None, metavar="EXPERIMENT",
+                    help="judge only from these experiments' results (the study's); others read 'not run'")
     ap.add_argument("--check", action="store_true", help="only validate the claims file")
     args = ap.parse_args(argv)
     try:
@@ -387,7 +395,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         print(f"{args.claims}: {len(doc['claims'])} claims, valid")
         return 0
-    out = evaluate(doc, args.results, experiments_dir=args.experiments)
+    out = evaluate(doc, args.results, experiments_dir=args.experiments, only=args.only)
+    if args.only is not None:
+        out["experiments"] = list(args.only)
     write_json(args.out, out)
     print(f"{args.out}: " + ", ".join(f"{v} {n}" for v, n in out["counts"].items()))
     return 0

@@ -1,0 +1,151 @@
+# Report: claims verdicts -> tables, figures, numbers -> paper PDF (+ README claims section).
+# Every artifact is one `python analysis/<artifact>.py` call that only formats JSON results.
+
+GEN = f"{PAPER_DIR}/generated"
+
+
+rule claims:
+    input:
+        claims="experiments/claims.yaml",
+        aggregates=lambda w: [a for exp in EXPS for a in aggregates(exp)],
+    output:
+        f"results/{STUDY}/claims.json",
+    log:
+        f"results/{STUDY}/logs/claims.log",
+    params:
+        only=" ".join(EXPS),
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "optirep claims --claims {input.claims} --results results --experiments experiments"
+        " --only {params.only} --out {output} > {log} 2>&1"
+
+
+rule table_main:
+    input:
+        lambda w: aggregates(w.exp),
+    output:
+        f"{GEN}/{{exp}}/table_main.tex",
+    log:
+        "results/{exp}/logs/table_main.log",
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "python analysis/table_main.py --results results/{wildcards.exp} --out {output} > {log} 2>&1"
+
+
+rule figures:
+    input:
+        lambda w: aggregates(w.exp),
+    output:
+        touch(f"{GEN}/{{exp}}/figures.done"),
+    log:
+        "results/{exp}/logs/figures.log",
+    params:
+        out=f"{GEN}/{{exp}}",
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "(python analysis/fig_curves.py --results results/{wildcards.exp} --out {params.out}"
+        " && python analysis/fig_lr_sensitivity.py --results results/{wildcards.exp} --out {params.out}"
+        " && python analysis/fig_erank.py --results results/{wildcards.exp} --out {params.out}) > {log} 2>&1"
+
+
+rule gradcam_figure:
+    input:
+        "results/{exp}/gradcam/{task}.pdf",
+    output:
+        f"{GEN}/{{exp}}/fig_gradcam_{{task}}.pdf",
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "cp {input} {output}"
+
+
+rule claims_tables:
+    input:
+        f"results/{STUDY}/claims.json",
+    output:
+        table=f"{GEN}/claims_table.tex",
+        section=f"{GEN}/claims_section.tex",
+    log:
+        f"results/{STUDY}/logs/claims_tables.log",
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "python analysis/table_claims.py --claims {input} --out {output.table} --section-out {output.section}"
+        " > {log} 2>&1"
+
+
+rule protocol_and_numbers:
+    input:
+        claims=f"results/{STUDY}/claims.json",
+        aggregates=lambda w: [a for exp in EXPS for a in aggregates(exp)],
+    output:
+        protocol=f"{GEN}/protocol.tex",
+        numbers=f"{GEN}/numbers.tex",
+    log:
+        f"results/{STUDY}/logs/numbers.log",
+    params:
+        results=" ".join(f"results/{e}" for e in EXPS),
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "(python analysis/table_protocol.py --results {params.results} --out {output.protocol}"
+        " && python analysis/numbers_tex.py --results {params.results} --claims {input.claims}"
+        " --out {output.numbers}) > {log} 2>&1"
+
+
+rule results_section:
+    input:
+        tables=[f"{GEN}/{e}/table_main.tex" for e in EXPS],
+        figures=[f"{GEN}/{e}/figures.done" for e in EXPS],
+        gradcam=[f"{GEN}/{e}/fig_gradcam_{t}.pdf" for e in EXPS for t in gradcam_tasks(e)],
+    output:
+        f"{GEN}/results.tex",
+    log:
+        f"results/{STUDY}/logs/results_section.log",
+    params:
+        results=" ".join(f"results/{e}" for e in EXPS),
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "python analysis/results_section.py --results {params.results} --out {output} --paper-dir {PAPER_DIR}"
+        " > {log} 2>&1"
+
+
+rule paper:
+    input:
+        tex="paper/ms.tex",
+        parts=[f"{GEN}/{n}" for n in ("numbers.tex", "protocol.tex", "results.tex", "claims_table.tex", "claims_section.tex")],
+    output:
+        f"{PAPER_DIR}/ms.pdf",
+    log:
+        f"results/{STUDY}/logs/paper.log",
+    params:
+        dir=PAPER_DIR,
+        cp_tex="" if PAPER_DIR == "paper" else f"cp paper/ms.tex {PAPER_DIR}/ms.tex &&",
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "({params.cp_tex} cd {params.dir} && latexmk -pdf -interaction=nonstopmode -halt-on-error ms.tex) > {log} 2>&1"
+
+
+rule readme:
+    input:
+        f"results/{STUDY}/claims.json",
+    output:
+        touch(f"results/{STUDY}/readme.stamp"),
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "optirep readme --claims {input} --readme README.md"
