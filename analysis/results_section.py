@@ -3,7 +3,7 @@
     python analysis/results_section.py --results results/<exp> [results/<exp2> ...] --out paper/generated/results.tex
 
 Only \\input's / \\includegraphics the artifacts the other analysis scripts wrote into
-paper/generated/<exp>/ (table_main.tex, fig_{curves,lr_sensitivity,erank}_<task>.pdf) that exist.
+paper/generated/<exp>/ (table_main.tex, fig_<kind>/fig_<kind>_<task>.pdf) that exist.
 """
 
 import argparse
@@ -45,7 +45,7 @@ def main(argv=None) -> int:
             parts.append(rf"\input{{{rel(table)}}}")
         for agg in aggs:
             for kind, caption in FIGS:
-                pdf = gen / exp / f"fig_{kind}_{agg['task']}.pdf"
+                pdf = gen / exp / f"fig_{kind}" / f"fig_{kind}_{agg['task']}.pdf"
                 if pdf.exists():
                     parts += [r"\begin{figure}[t]", r"\centering",
                               rf"\includegraphics[width=\linewidth]{{{rel(pdf)}}}",

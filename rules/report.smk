@@ -36,34 +36,35 @@ rule table_main:
         "python analysis/table_main.py --results results/{wildcards.exp} --out {output} > {log} 2>&1"
 
 
-rule figures:
+rule figure:
     input:
         lambda w: aggregates(w.exp),
     output:
-        touch(f"{GEN}/{{exp}}/figures.done"),
+        directory(f"{GEN}/{{exp}}/fig_{{kind}}"),
     log:
-        "results/{exp}/logs/figures.log",
-    params:
-        out=f"{GEN}/{{exp}}",
+        "results/{exp}/logs/fig_{kind}.log",
+    wildcard_constraints:
+        kind="curves|lr_sensitivity|erank",
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "(python analysis/fig_curves.py --results results/{wildcards.exp} --out {params.out}"
-        " && python analysis/fig_lr_sensitivity.py --results results/{wildcards.exp} --out {params.out}"
-        " && python analysis/fig_erank.py --results results/{wildcards.exp} --out {params.out}) > {log} 2>&1"
+        "(mkdir -p {output} && python analysis/fig_{wildcards.kind}.py --results results/{wildcards.exp}"
+        " --out {output}) > {log} 2>&1"
 
 
 rule gradcam_figure:
     input:
         "results/{exp}/gradcam/{task}.pdf",
     output:
-        f"{GEN}/{{exp}}/fig_gradcam_{{task}}.pdf",
+        f"{GEN}/{{exp}}/fig_gradcam/fig_gradcam_{{task}}.pdf",
+    log:
+        "results/{exp}/logs/gradcam_figure/{task}.log",
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "cp {input} {output}"
+        "cp {input} {output} 2> {log}"
 
 
 rule claims_tables:
@@ -105,19 +106,20 @@ rule protocol_and_numbers:
 rule results_section:
     input:
         tables=[f"{GEN}/{e}/table_main.tex" for e in EXPS],
-        figures=[f"{GEN}/{e}/figures.done" for e in EXPS],
-        gradcam=[f"{GEN}/{e}/fig_gradcam_{t}.pdf" for e in EXPS for t in gradcam_tasks(e)],
+        figures=[f"{GEN}/{e}/fig_{k}" for e in EXPS for k in ("curves", "lr_sensitivity", "erank")],
+        gradcam=[f"{GEN}/{e}/fig_gradcam/fig_gradcam_{t}.pdf" for e in EXPS for t in gradcam_tasks(e)],
     output:
         f"{GEN}/results.tex",
     log:
         f"results/{STUDY}/logs/results_section.log",
     params:
         results=" ".join(f"results/{e}" for e in EXPS),
+        paper=lambda w, output: os.path.dirname(os.path.dirname(output[0])),
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "python analysis/results_section.py --results {params.results} --out {output} --paper-dir {PAPER_DIR}"
+        "python analysis/results_section.py --results {params.results} --out {output} --paper-dir {params.paper}"
         " > {log} 2>&1"
 
 
@@ -130,7 +132,7 @@ rule paper:
     log:
         f"results/{STUDY}/logs/paper.log",
     params:
-        dir=PAPER_DIR,
+        dir=lambda w, output: os.path.dirname(output[0]),
         cp_tex="" if PAPER_DIR == "paper" else f"cp paper/ms.tex {PAPER_DIR}/ms.tex &&",
     conda:
         "../envs/optirep.yaml"
@@ -144,8 +146,10 @@ rule readme:
         f"results/{STUDY}/claims.json",
     output:
         touch(f"results/{STUDY}/readme.stamp"),
+    log:
+        f"results/{STUDY}/logs/readme.log",
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep readme --claims {input} --readme README.md"
+        "optirep readme --claims {input} --readme README.md > {log} 2>&1"

@@ -1,0 +1,110 @@
+"""The workflow: dry runs of every study list the whole grid, lint, the smoke DAG to a PDF, dvc repro.
+
+The smoke DAG runs in a copy of the checkout (tmp), so the test always exercises it from scratch
+and never touches the working tree's results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from optirep import config
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "HF_HUB_OFFLINE": "1",
+       "DVC_NO_ANALYTICS": "1", "MPLBACKEND": "Agg", "PYTHONHASHSEED": "0"}
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=cwd, env=ENV, capture_output=True, text=True, timeout=timeout)
+
+
+def job_counts(stdout: str) -> dict[str, int]:
+    block = stdout.split("Job stats:", 1)[1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
+
+
+def expected(workflow: str) -> tuple[int, int]:
+    """(final runs, tuning trials) the study's experiment files define."""
+    wf = config.yaml.safe_load((ROOT / workflow).read_text())
+    runs = trials = 0
+    for f in wf["experiments"]:
+        cfg = config.load_experiment(ROOT / f)
+        runs += len(config.grid(cfg))
+        for task in cfg["tasks"].values():
+            tuned = [lb for lb in task["optimizers"] if cfg["optimizers"][lb].get("tune")]
+            trials += len(tuned) * cfg["tuning"]["trials"]
+    return runs, trials
+
+
+@pytest.mark.parametrize("workflow", ["experiments/workflow.yaml", "experiments/workflow-cpu.yaml"])
+def test_dry_run_lists_the_whole_grid(workflow):
+    # --forceall: the whole DAG, whatever results already exist
+    res = run(["snakemake", "-n", "--forceall", "--configfile", workflow], ROOT, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    runs, trials = expected(workflow)
+    assert counts["train"] == runs
+    assert counts.get("train_trial", 0) == trials
+    assert counts["claims"] == 1 and counts["paper"] == 1
+
+
+def test_snakemake_lint_is_clean():
+    res = run(["snakemake", "--lint"], ROOT, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-2000:]
+
+
+def _copy_checkout(dst: Path) -> None:
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout.split("\n")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+@pytest.mark.slow
+def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_checkout(repo)
+    latex = shutil.which("latexmk") is not None  # `make test` installs it when apt works
+    res = run(["snakemake", "--cores", "2", "--configfile", "experiments/workflow-smoke.yaml",
+               "--config", f"latex={latex}"], repo)
+    assert res.returncode == 0, res.stderr[-6000:]
+
+    smoke = repo / "results" / "smoke"
+    cfg = config.load_experiment(repo / "experiments" / "smoke.yaml")
+    for task, label, seed in config.grid(cfg):
+        m = json.loads((smoke / "runs" / task / label / f"seed{seed}" / "metrics.json").read_text())
+        assert m["steps"] == cfg["tasks"][task]["steps"] or m["diverged"], (task, label, seed)
+    for task in cfg["tasks"]:
+        agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())
+        assert agg["task"] == task
+    claims = json.loads((smoke / "claims.json").read_text())
+    assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
+    numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()
+    assert "\\newcommand" in numbers
+    if latex:
+        assert (smoke / "paper" / "ms.pdf").stat().st_size > 10_000
+
+    # dvc repro of one table stage rebuilds only that table from the existing results tree
+    assert run(["git", "init", "-q"], repo).returncode == 0
+    table = smoke / "paper" / "generated" / "smoke" / "table_main.tex"
+    table.unlink()
+    other = smoke / "paper" / "generated" / "claims_table.tex"
+    stamp = other.stat().st_mtime_ns
+    res = run(["dvc", "repro", "--single-item", "table_main@smoke"], repo, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert table.exists() and "\\begin{table}" in table.read_text()
+    assert other.stat().st_mtime_ns == stamp
