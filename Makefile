@@ -49,16 +49,16 @@ tex-optional:
 	@$(MAKE) --no-print-directory tex || echo "warning: TeX Live not installed; the smoke test skips the PDF step"
 
 smoke: setup tex
-	$(VENV)/bin/snakemake --cores 2 --configfile experiments/workflow-smoke.yaml
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores 2 --configfile experiments/workflow-smoke.yaml
 
 study: setup tex
-	$(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
 bench: setup
 	$(PY) benchmarks/optim_step.py $(BENCH_ARGS)
 
 lint: setup
-	$(VENV)/bin/snakemake --lint
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --lint
 
 lock:
 	rm -rf /tmp/optirep-lock-venv && $(PYTHON) -m venv /tmp/optirep-lock-venv
