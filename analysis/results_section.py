@@ -21,6 +21,33 @@ FIGS = (("curves", "Learning curves"), ("lr_sensitivity", "Learning-rate sensiti
                     "normalised per image, so only ROAD scores compare optimizers"))
 
 
+def _fmt(summary: dict) -> str:
+    mean, std = summary.get("mean"), summary.get("std")
+    if mean is None:
+        return "--"
+    return f"{mean:.3f}" + (rf" $\pm$ {std:.3f}" if std is not None else "")
+
+
+def road_table(agg: dict) -> str:
+    """ROAD faithfulness of Grad-CAM per optimizer and layer, with the RandomCAM floor (higher = more faithful)."""
+    g = agg["gradcam"]
+    layers = g["layers"]
+    head = " & ".join(rf"ROAD {escape(layer)} & floor {escape(layer)}" for layer in layers)
+    rows = []
+    for label, per_layer in g["labels"].items():
+        n = per_layer[layers[0]]["road"].get("n", 0)
+        cells = " & ".join(f"{_fmt(per_layer[layer]['road'])} & {_fmt(per_layer[layer]['random_floor'])}" for layer in layers)
+        rows.append(rf"{escape(label)} & {n} & {cells} \\")
+    size = ", ".join(f"{escape(k)} {v[0]}x{v[1]}" for k, v in g.get("spatial_size", {}).items())
+    return "\n".join([
+        r"\begin{table}[t]", r"\centering", r"\small",
+        rf"\caption{{Grad-CAM faithfulness (ROADCombined, percentiles 20--80, true-class targets, {g['n_images']} fixed "
+        rf"test images; mean $\pm$ std over seeds, n = seeds) on {escape(agg['experiment'])} / {escape(agg['task'])} "
+        rf"({escape(agg['scale'])}). Floor: RandomCAM on the same model. Feature-map sizes: {size}.}}",
+        r"\begin{tabular}{l r " + "r r " * len(layers) + "}", r"\toprule",
+        rf"optimizer & n & {head} \\", r"\midrule", *rows, r"\bottomrule", r"\end{tabular}", r"\end{table}"])
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--results", nargs="+", required=True)
@@ -44,6 +71,8 @@ def main(argv=None) -> int:
         if table.exists():
             parts.append(rf"\input{{{rel(table)}}}")
         for agg in aggs:
+            if agg.get("gradcam"):
+                parts.append(road_table(agg))
             for kind, caption in FIGS:
                 pdf = gen / exp / f"fig_{kind}" / f"fig_{kind}_{agg['task']}.pdf"
                 if pdf.exists():

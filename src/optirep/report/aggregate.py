@@ -298,6 +298,9 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     add_holm(comparisons)
 
     gate = gate_check(tcfg, per_label)
+    # Grad-CAM ROAD faithfulness per label (analysis/gradcam.py), when the task has one
+    gradcam_file = Path(results) / "gradcam" / f"{task}.json"
+    gradcam = read_json(gradcam_file) if gradcam_file.exists() else None
     return {
         "experiment": cfg.get("name"), "scale": cfg.get("scale"), "gpu_estimate": cfg.get("gpu_estimate"),
         "task": task, "dataset": tcfg.get("dataset"), "model": tcfg.get("model"),
@@ -307,7 +310,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
         "gate": gate, "gate_passed": bool(gate["passed"]),
         "target": {"value": target, "metric": "val_metric",
                    "rule": f"median best_val of baseline {base!r} over its {len(base_best)} finite seeds"},
-        "per_label": per_label, "comparisons": comparisons,
+        "per_label": per_label, "comparisons": comparisons, "gradcam": gradcam,
     }
 
 
