@@ -147,3 +147,23 @@ def fig_erank(agg: dict, stem: str | Path, metrics=ERANK_METRICS) -> list[Path]:
         ax.tick_params(axis="x", labelrotation=30, labelsize=6)
     fig.suptitle(f"{_title(agg)}; points = seeds", fontsize=8)
     return _save(fig, stem)
+
+
+FIGURES = {"curves": fig_curves, "lr_sensitivity": fig_lr_sensitivity, "erank": fig_erank}
+
+
+def script_main(kind: str, description: str, argv=None) -> int:
+    """The body of analysis/fig_<kind>.py: one figure per task of an experiment's aggregates."""
+    import argparse
+
+    from optirep.report.aggregate import read_aggregates
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--results", required=True, help="results/<exp>")
+    ap.add_argument("--out", required=True, help="output folder")
+    args = ap.parse_args(argv)
+    written = []
+    for agg in read_aggregates(args.results):
+        written += FIGURES[kind](agg, Path(args.out) / f"fig_{kind}_{agg['task']}")
+    print(f"{args.out}: {len(written)} files")
+    return 0
