@@ -46,12 +46,18 @@ class Diagnostics:
         self._n[key] = self._n.get(key, 0) + 1
 
     def read(self) -> dict[str, float]:
+        """{key: last value, key + "_mean": mean since the previous read}; one host sync.
+
+        A key with nothing recorded since the previous read keeps its last value and has no
+        `_mean` entry (nothing to average).
+        """
         keys = list(self._last)
-        tensors = [torch.as_tensor(self._last[k], dtype=torch.float32).reshape(()).cpu() for k in keys]
-        sums = [torch.as_tensor(self._sum[k], dtype=torch.float32).reshape(()).cpu() for k in keys]
-        out: dict[str, float] = {}
-        for k, last, s in zip(keys, tensors, sums):
-            out[k] = float(last)
+        last = torch.stack([torch.as_tensor(self._last[k], dtype=torch.float32).reshape(()).cpu() for k in keys]) \
+            if keys else torch.zeros(0)
+        fresh = [k for k in keys if self._n.get(k)]
+        sums = [torch.as_tensor(self._sum[k], dtype=torch.float32).reshape(()).cpu() for k in fresh]
+        out: dict[str, float] = {k: float(v) for k, v in zip(keys, last)}
+        for k, s in zip(fresh, sums):
             out[k + "_mean"] = float(s) / self._n[k]
         self._sum.clear()
         self._n.clear()
