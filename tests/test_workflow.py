@@ -108,3 +108,8 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert table.exists() and "\\begin{table}" in table.read_text()
     assert other.stat().st_mtime_ns == stamp
+
+
+def test_dvc_yaml_is_generated_from_the_workflow_configs():
+    res = run([sys.executable, "scripts/gen_dvc.py", "--check"], ROOT, timeout=60)
+    assert res.returncode == 0, res.stderr

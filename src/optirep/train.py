@@ -301,8 +301,8 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
 
     # -- model
     model_args = dict(task.get("model_args", {}))
-    if task["objective"] == "lm":
-        model_args.setdefault("vocab_size", splits.info["vocab_size"])
+    if task["objective"] == "lm" or splits.info.get("kind") == "text":
+        model_args.setdefault("vocab_size", splits.info["vocab_size"])  # the tokenizer's
     model = models.build_model(task["model"], **model_args).to(device)
     if task.get("channels_last") and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
