@@ -151,3 +151,11 @@ def test_trial_and_selection_through_the_cli(tmp_path, capsys):
                      "--trials", *map(str, dirs), "--out", str(out)]) == 0
     chosen = json.loads(out.read_text())
     assert chosen["hp"]["lr"] in hps and chosen["budget"] == 2
+
+
+def test_optimizer_that_raises_on_nan_gradients_records_a_divergence(tmp_path):
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["optimizers"]["esgd_huge"] = {"name": "enhanced_sgd", "hp": {"lr": 1.0e30}}
+    cfg["tasks"]["mnist1d_mlp"]["optimizers"].append("esgd_huge")
+    rec = train(run_cfg(tmp_path, label="esgd_huge", cfg=cfg), tmp_path / "e", quiet=True)
+    assert rec["diverged"] is True and rec["diverged_step"] >= 1 and math.isnan(rec["final_test"])

@@ -385,17 +385,28 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
             loss.backward()
             return loss
 
-        if use_closure:
-            t1 = time.perf_counter()
-            loss = opt.step(closure)
-            t_opt = time.perf_counter() - t1  # includes the forward/backward the closure runs
-        else:
-            loss = closure()
-            if task.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(model.parameters(), task["grad_clip"])
-            t1 = time.perf_counter()
-            opt.step()
-            t_opt = time.perf_counter() - t1
+        try:
+            if use_closure:
+                t1 = time.perf_counter()
+                loss = opt.step(closure)
+                t_opt = time.perf_counter() - t1  # includes the forward/backward the closure runs
+            else:
+                loss = closure()
+                if task.get("grad_clip"):
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), task["grad_clip"])
+                t1 = time.perf_counter()
+                opt.step()
+                t_opt = time.perf_counter() - t1
+        except RuntimeError:
+            # An optimizer that cannot digest NaN/inf gradients (e.g. EnhancedSGD's histogram, as in
+            # the seed) raises inside step(): that is a divergence at this step, not a crash.
+            if all(p.grad is None or torch.isfinite(p.grad).all() for p in model.parameters()):
+                raise
+            state["step"] += 1
+            state["diverged"], state["diverged_step"] = True, state["step"]
+            pending.clear()
+            checkpoint()
+            break
         if sched is not None:
             sched.step()
         if hasattr(objective, "after_step"):
