@@ -242,3 +242,27 @@ def test_closure_labels_match_the_registry(loaded):
             modes[lab] = run["optimizer"]["closure"]
     assert modes["enhanced_sgd_published"] is True and modes["enhanced_sgd_noclosure_published"] is False
     assert optim.spec("enhanced_sgd").needs_closure
+
+
+# ----------------------------------------------------------------------------- claims point at real runs
+def _claim_blocks():
+    claims = yaml.safe_load((EXPERIMENTS / "claims.yaml").read_text())["claims"]
+    return [(c["id"], key, c[key]) for c in claims for key in ("test", "full_scale") if c.get(key)]
+
+
+@pytest.mark.parametrize("cid,key,block", _claim_blocks(), ids=[f"{c}-{k}" for c, k, _ in _claim_blocks()])
+def test_every_claim_block_names_an_experiment_task_and_labels_that_exist(loaded, cid, key, block):
+    """A typo here would silently turn a measured claim into 'not run'."""
+    assert block["experiment"] in loaded, f"{cid}.{key}: no experiments/{block['experiment']}.yaml"
+    tasks = loaded[block["experiment"]]["tasks"]
+    for role, task in (("method", block["task"]), ("baseline", block.get("baseline_task", block["task"]))):
+        assert task in tasks, f"{cid}.{key}: task {task!r} not in {block['experiment']} ({sorted(tasks)})"
+        assert block[role] in tasks[task]["optimizers"], (
+            f"{cid}.{key}: {role} label {block[role]!r} not run on {block['experiment']}/{task} "
+            f"({tasks[task]['optimizers']})")
+
+
+def test_the_cpu_workflow_covers_every_experiment_a_claim_test_uses():
+    listed = {Path(f).stem for f in yaml.safe_load((EXPERIMENTS / "workflow-cpu.yaml").read_text())["experiments"]}
+    used = {b["experiment"] for _, key, b in _claim_blocks() if key == "test"}
+    assert used <= listed, f"claims test experiments not in workflow-cpu.yaml: {sorted(used - listed)}"
