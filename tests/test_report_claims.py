@@ -189,3 +189,23 @@ def test_full_scale_block_and_baseline_task(tree):
     both = claims.evaluate(doc, root / "results")
     assert "At full scale: Ours" in latex.claims_section(both)
     assert "full scale (reduced scale, CPU): replicated" in readme.render(both)
+
+
+def test_full_scale_cost_is_extrapolated_from_the_measured_step_times(tree):
+    root, exp, res = tree
+    t = {"experiment": "synth", "task": "clf", "method": "bio", "baseline": "adamw", "metric": "final_test"}
+    full = {"name": "full_synth", "seeds": [0, 1, 2, 3, 4], "tuning": {"trials": 4},
+            "tasks": {"big": {"dataset": "cifar10", "data_args": {"val_size": 5000}, "batch_size": 128, "epochs": 2,
+                              "optimizers": ["adamw", "bio_tuned"]}},
+            "optimizers": {"adamw": {"name": "adamw"}, "bio_tuned": {"name": "biostatis_v6", "tune": True}}}
+    (root / "experiments" / "full_synth.yaml").write_text(yaml.safe_dump(full))
+    doc = _doc(_claim(id="V6-1", test=t, full_scale={**t, "experiment": "full_synth", "task": "big"}))
+    rec = claims.evaluate(doc, root / "results", experiments_dir=root / "experiments")["claims"][0]
+    cost = rec["full_scale"]["cost"]
+    # 45000 examples / 128 -> 352 steps per epoch, 2 epochs; 5 seeds + (5 seeds + 4 trials) runs.
+    assert cost["steps_per_run"] == 704 and cost["runs"] == 14 and cost["examples"] == 14 * 704 * 128
+    # Measured rate: mean time_per_step_s of synth/clf (six runs, 0.016 s) over its batch of 8.
+    assert cost["s_per_example"] == pytest.approx(0.016 / 8)
+    assert cost["cpu_hours"] == pytest.approx(14 * 704 * 128 * 0.016 / 8 / 3600)
+    from optirep.report import latex
+    assert "Full-scale cost: 14 runs" in latex.claims_section({"claims": [rec]})

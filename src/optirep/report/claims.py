@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -307,6 +308,62 @@ def measure(claim: dict, t: dict, results_root: Path, cache: dict, experiments_d
     return rec
 
 
+#: Official training-set sizes (before this project's validation split), for the steps per epoch of a
+#: full-scale task that is given in epochs.
+TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion_mnist": 60000,
+               "imdb": 25000, "ag_news": 120000, "voc2012": 1464}
+
+
+def _yaml(experiments_dir: Path | None, name: str) -> dict | None:
+    f = experiments_dir / f"{name}.yaml" if experiments_dir else None
+    return (yaml.safe_load(f.read_text()) or {}) if f is not None and f.exists() else None
+
+
+def full_scale_cost(experiments_dir: Path | None, full: dict, reduced: dict, results_root: Path,
+                    cache: dict) -> dict[str, Any] | None:
+    """Runs, steps and CPU time of a claim's full-scale task, extrapolated from step times measured here.
+
+    steps per run = `steps`, or `epochs` x ceil(n_train / batch) with n_train the official training set
+    minus the task's validation split (times `train_fraction`); runs = every label's seeds plus the
+    tuning trials of tuned labels. The rate is the mean measured seconds per training example over the
+    labels of the reduced test's task (its `time_per_step_s` / its batch size): the cost of the same
+    model family per example on this machine, which assumes cost proportional to examples. None where a
+    piece is missing (no full-scale file, no measured reduced run, a dataset size not known).
+    """
+    fcfg = _yaml(experiments_dir, full["experiment"])
+    rcfg = _yaml(experiments_dir, reduced.get("experiment", ""))
+    if not fcfg or not rcfg or full["task"] not in fcfg.get("tasks", {}):
+        return None
+    task = fcfg["tasks"][full["task"]]
+    steps = task.get("steps")
+    if steps is None:
+        n = TRAIN_SIZES.get(task["dataset"])
+        if n is None or "epochs" not in task:
+            return None
+        da = task.get("data_args") or {}
+        vs = da.get("val_size") or 0
+        n = n - int(vs) if isinstance(vs, int) else int(n * (1 - vs))
+        n = int(n * da.get("train_fraction", 1.0))
+        steps = task["epochs"] * math.ceil(n / task["batch_size"])
+    seeds = len(fcfg.get("seeds", []))
+    trials = (fcfg.get("tuning") or {}).get("trials", 0)
+    runs = sum(seeds + (trials if (fcfg["optimizers"].get(lab) or {}).get("tune") else 0)
+               for lab in task["optimizers"])
+    _, agg = _load_agg(results_root, reduced["experiment"], reduced["task"], cache)
+    rtask = rcfg.get("tasks", {}).get(reduced["task"])
+    if agg is None or rtask is None:
+        return None
+    per_step = [as_float(x) for info in agg["per_label"].values() for x in info["values"].get("time_per_step_s", [])]
+    per_step = [x for x in per_step if math.isfinite(x)]
+    if not per_step:
+        return None
+    s_per_example = statistics.fmean(per_step) / rtask["batch_size"]
+    examples = runs * steps * task["batch_size"]
+    return {"runs": runs, "steps_per_run": steps, "batch_size": task["batch_size"], "examples": examples,
+            "measured_on": f"{reduced['experiment']}/{reduced['task']}", "s_per_example": s_per_example,
+            "cpu_hours": examples * s_per_example / 3600.0}
+
+
 def _judge_families(records: list[dict], alpha: float) -> None:
     """Holm within each (experiment, task) family of measured records, then the verdict of each."""
     families: dict[tuple, list[dict]] = defaultdict(list)
@@ -347,6 +404,10 @@ def evaluate(doc: dict, results_root: str | Path, alpha: float = ALPHA,
             records[claim["id"]] = measure(claim, claim["test"], results_root, cache, experiments_dir)
         if "full_scale" in claim:
             full[claim["id"]] = measure(claim, claim["full_scale"], results_root, cache, experiments_dir)
+            if "test" in claim:
+                cost = full_scale_cost(experiments_dir, claim["full_scale"], claim["test"], results_root, cache)
+                if cost is not None:
+                    full[claim["id"]]["cost"] = cost
     _judge_families(list(records.values()), alpha)
     _judge_families(list(full.values()), alpha)
     for cid, rec in full.items():
