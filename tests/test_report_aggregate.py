@@ -65,6 +65,8 @@ def test_target_time_to_target_and_tuning(agg):
     assert tuning["selected"]["trial"] == 1 and [t["hp"]["lr"] for t in tuning["trials"]] == [1e-4, 1e-3, 1e-2]
     assert tuning["trials"][2]["diverged"] is True
     assert agg["gate_passed"] is True and agg["baseline"] == "adamw"
+    # 6 final runs of 1 s and 6 trials of 0.5 s.
+    assert agg["compute_s"] == {"runs": pytest.approx(6.0), "trials": pytest.approx(3.0), "total": pytest.approx(9.0)}
 
 
 def test_gate_failure_path(tmp_path):

@@ -72,7 +72,7 @@ def build_tree(root: Path, gate_min: float = 0.5, name: str = "synth") -> tuple[
         for k, lr in enumerate((1e-4, 1e-3, 1e-2)):
             _dump(tdir / f"trial{k}" / "metrics.json",
                   {"hp": {"lr": lr}, "final_val": 0.5 + 0.1 * k if k < 2 or label == "adamw" else math.nan,
-                   "best_val": 0.5 + 0.1 * k, "diverged": k == 2 and label == "bio"})
+                   "best_val": 0.5 + 0.1 * k, "diverged": k == 2 and label == "bio", "wall_time_s": 0.5})
         _dump(tdir / "selected.json", {"hp": {"lr": 1e-3}, "trial": 1, "val": 0.6})
     return exp, res
 

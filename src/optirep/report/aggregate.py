@@ -217,7 +217,7 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
             hp = read_json(tr / "config.json").get("hp")
         trials.append({"trial": int(tr.name.removeprefix("trial")), "hp": hp or {},
                        "final_val": as_float(m.get("final_val")), "best_val": as_float(m.get("best_val")),
-                       "diverged": bool(m.get("diverged"))})
+                       "diverged": bool(m.get("diverged")), "wall_time_s": as_float(m.get("wall_time_s"))})
     return {"selected": selected, "trials": trials}
 
 
@@ -298,6 +298,10 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     add_holm(comparisons)
 
     gate = gate_check(tcfg, per_label)
+    # Compute spent on the task: the final runs' and the tuning trials' wall times (finite ones).
+    run_s = sum(t for info in per_label.values() for t in _finite(info["values"].get("wall_time_s", [])))
+    trial_s = sum(t for info in per_label.values() for tr in ((info.get("tuning") or {}).get("trials") or [])
+                  for t in _finite([tr.get("wall_time_s", math.nan)]))
     # Grad-CAM ROAD faithfulness per label (analysis/gradcam.py), when the task has one
     gradcam_file = Path(results) / "gradcam" / f"{task}.json"
     gradcam = read_json(gradcam_file) if gradcam_file.exists() else None
@@ -311,6 +315,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
         "target": {"value": target, "metric": "val_metric",
                    "rule": f"median best_val of baseline {base!r} over its {len(base_best)} finite seeds"},
         "per_label": per_label, "comparisons": comparisons, "gradcam": gradcam,
+        "compute_s": {"runs": run_s, "trials": trial_s, "total": run_s + trial_s},
     }
 
 

@@ -139,10 +139,13 @@ def protocol_table(aggs: Iterable[dict]) -> str:
     lines = [
         r"\begin{table}[t]", r"\centering", r"\small",
         r"\caption{Protocol of every task reported here: scale label, final-run seeds, tuning trials per optimizer "
-        r"(the same for every optimizer, selected on validation), step budget and baseline sanity gate.}",
+        r"(the same for every optimizer, selected on validation), step budget, baseline sanity gate, and the "
+        r"compute spent (sum of the wall times of final runs and tuning trials, in minutes, on the device the "
+        r"scale column names).}",
         r"\label{tab:protocol}",
-        r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{llllrll}", r"\toprule",
-        r"experiment & task & scale & seeds & trials & budget & gate (baseline, bound, passed) \\", r"\midrule",
+        r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{llllrllr}", r"\toprule",
+        r"experiment & task & scale & seeds & trials & budget & gate (baseline, bound, passed) & compute (min) \\",
+        r"\midrule",
     ]
     for agg in aggs:
         g = agg["gate"]
@@ -150,8 +153,10 @@ def protocol_table(aggs: Iterable[dict]) -> str:
         gate = f"\\texttt{{{escape(g.get('optimizer', agg['baseline']))}}}, {escape(bound)}, " + ("yes" if agg["gate_passed"] else r"\textbf{no}")
         budget = ", ".join(f"{k} {v}" for k, v in (agg.get("budget") or {}).items())
         trials = (agg.get("tuning") or {}).get("trials", 0)
+        comp = as_float((agg.get("compute_s") or {}).get("total"))
+        comp = f"{comp / 60:.1f}" if math.isfinite(comp) else "--"
         lines.append(rf"{escape(agg['experiment'])} & {escape(agg['task'])} & {escape(agg['scale'])} & "
-                     rf"{len(agg['seeds'])} & {trials} & {escape(budget)} & {gate} \\")
+                     rf"{len(agg['seeds'])} & {trials} & {escape(budget)} & {gate} & {comp} \\")
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
 
