@@ -88,7 +88,8 @@ def test_cli_reports_config_errors_without_traceback(tmp_path, capsys):
 def test_run_writes_all_outputs_and_is_deterministic(tmp_path):
     run = run_cfg(tmp_path)
     rec = train(run, tmp_path / "a", quiet=True)
-    for f in ("config.json", "metrics.jsonl", "metrics.json", "features.npz", "model.pt", "ckpt.pt"):
+    assert not (tmp_path / "a" / "ckpt.pt").exists(), "a finished run drops its checkpoint"
+    for f in ("config.json", "metrics.jsonl", "metrics.json", "features.npz", "model.pt"):
         assert (tmp_path / "a" / f).exists(), f
     rows = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [8, 16, 24]

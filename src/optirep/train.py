@@ -6,7 +6,8 @@
 Reads top to bottom: config -> seed -> data -> model -> optimizer -> loop (eval, log, checkpoint)
 -> outputs (metrics.json last, atomically: its presence means the run finished). Rerunning into the
 same directory resumes from the last checkpoint and gives bit-identical metrics on CPU; a finished
-run is not retrained. A NaN/inf loss ends the run with `diverged: true`: a result, not a crash.
+run is not retrained (and drops its last checkpoint; model.pt keeps the final weights). A NaN/inf loss
+ends the run with `diverged: true`: a result, not a crash.
 
 Determinism: batch order and augmentation are functions of (seed, epoch/step) alone, and the
 global RNG (dropout) is checkpointed, so a resumed run replays exactly what it would have done.
@@ -497,4 +498,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
         "device": device_name(device), "config_hash": run["config_hash"],
     }
     atomic_write_json(final_file, record)
+    # A finished run is never resumed (rerunning returns its metrics.json), so its last checkpoint, the
+    # largest file of the run (weights + optimizer state), is dropped; model.pt keeps the final weights.
+    ckpt_file.unlink(missing_ok=True)
     return record
