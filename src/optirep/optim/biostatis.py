@@ -561,7 +561,7 @@ class BiostatisV6(torch.optim.Optimizer):
         coefs = torch.stack([inv_bc2s, torch.full_like(n_t, eps), extra_scale * mc * w1, extra_scale * mc * w2,
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
-                             for p, ts, c in zip(work, tensors, coefs.unbind(0))])
+                             for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
         self._record(gi, C_g, E_g, h, e, parts, fired)
         if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)

@@ -739,13 +739,13 @@ class NeuroPlastic(torch.optim.Optimizer):
                               eps * one], dim=1).to(dt)
             kern = _compiled("classic")
             out = [kern(flat(p), flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), k)
-                   for p, g, s, k in zip(params, grads, states, ks.unbind(0))]
+                   for p, g, s, k in zip(params, grads, states, [r.clone() for r in ks.unbind(0)])]
         else:
             dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
             kern = _compiled("gradonly")
-            out = [kern(flat(p), flat(g), k) for p, g, k in zip(params, grads, ks.unbind(0))]
+            out = [kern(flat(p), flat(g), k) for p, g, k in zip(params, grads, [r.clone() for r in ks.unbind(0)])]
         u = [x.view_as(g) for (x, _), g in zip(out, grads)]
         norms = torch.stack([sq.to(sdt) for _, sq in out]).sqrt()
         mx = group["max_update_norm"]
