@@ -11,6 +11,10 @@ no forward or backward pass. Optimizers whose registry entry has `needs_closure`
 controller) are timed as `step(closure)` with a closure that returns a constant loss tensor without
 recomputing anything, so their controller path is timed without the model's forward/backward.
 
+BiostatisV6 and NeuroPlastic run with their default `compile="auto"`: on these shapes (>= 2^20 elements)
+that is their fused torch.compile path, compiled during `--warmup` (seconds with a warm on-disk cache, tens of
+seconds cold); `--compile off` times their foreach path instead.
+
 Baselines: torch.optim.AdamW and torch.optim.SGD(momentum=0.9), each timed in its foreach and its
 for-loop implementation in the same process; the faster one is the reference (the table says which).
 Each optimizer's ratio is against AdamW, or against SGD-momentum when its registry baseline is "sgd"
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import math
 import platform
@@ -201,7 +206,9 @@ def run_shape_set(set_name: str, args) -> dict[str, Any]:
     names = args.optimizers or optim.available()
     for name in names:
         entry = optim.spec(name)
-        m = measure(lambda ps: optim.build(name, ps), shapes, args, needs_closure=entry.needs_closure)
+        hp = ({"compile": "auto" if args.compile == "auto" else False}
+              if "compile" in inspect.signature(entry.cls).parameters else {})
+        m = measure(lambda ps: optim.build(name, ps, **hp), shapes, args, needs_closure=entry.needs_closure)
         ref = reference_of(name)
         row = {"shapes": set_name, "optimizer": name, "registry_baseline": entry.baseline, "reference": ref,
                "closure": entry.needs_closure, "median_s": m["median_s"], "min_s": m["min_s"],
@@ -261,6 +268,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="registry names to time (default: every registered optimizer)")
     p.add_argument("--json", default=None, metavar="OUT", help="write every measurement as JSON")
     p.add_argument("--quiet", action="store_true", help="no per-optimizer progress on stderr")
+    p.add_argument("--compile", default="auto", choices=["auto", "off"],
+                   help="optimizers with a `compile` setting: their default ('auto': fused torch.compile kernels "
+                        "for groups of >= 2^20 elements; the warm-up steps absorb the compile) or 'off' (foreach)")
     a = p.parse_args(argv)
     if a.repeats < 1 or a.warmup < 0:
         p.error(f"--repeats must be >= 1 and --warmup >= 0 (got {a.repeats}, {a.warmup})")

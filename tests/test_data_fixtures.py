@@ -131,6 +131,72 @@ def make_idx(mirror: Path, name: str = "mnist", n_train: int = 60, n_test: int =
     return {"arrays": arrays, "md5": md5s}
 
 
+def voc_palette() -> list[int]:
+    """The VOC colour map (768 values): entry i takes its bits 3 at a time into R, G, B, high bit first."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= (c & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
+
+
+def voc_mask(k: int, height: int, width: int) -> np.ndarray:
+    """Background 0; a box of class 1 + k % 20 outlined by a 1-pixel void (255) band, as VOC draws
+    object boundaries; a smaller box of the next class; the box sizes differ so each class dominates."""
+    m = np.zeros((height, width), dtype=np.uint8)
+    c1, c2 = 1 + k % 20, 1 + (k + 1) % 20
+    m[3:height - 4, 2:width // 2 + 3] = 255
+    m[4:height - 5, 3:width // 2 + 2] = c1
+    m[height - 4:height - 1, width - 6:width - 1] = c2
+    return m
+
+
+def make_voc2012(mirror: Path, n_train: int = 12, n_val: int = 4, height: int = 32, width: int = 32,
+                 drop: tuple[str, ...] = (), seed: int = 3) -> dict:
+    """`<mirror>/voc2012/VOCtrainval_11-May-2012.tar` with the real layout (`VOCdevkit/VOC2012/...`):
+    ImageSets/Segmentation/{train,val,trainval}.txt, JPEGImages/<id>.jpg (plus one image outside the
+    segmentation lists, as most are), SegmentationClass/<id>.png palette masks. `drop`: members
+    (relative to VOC2012/) left out."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    out = mirror / "voc2012"
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "VOCtrainval_11-May-2012.tar"
+    ids = {"train": [f"2007_{i:06d}" for i in range(n_train)], "val": [f"2008_{i:06d}" for i in range(n_val)]}
+    masks, images = {}, {}
+    members: dict[str, bytes] = {}
+    for split in ("train", "val"):
+        members[f"ImageSets/Segmentation/{split}.txt"] = "".join(f"{i}\n" for i in ids[split]).encode()
+    members["ImageSets/Segmentation/trainval.txt"] = members["ImageSets/Segmentation/train.txt"] + \
+        members["ImageSets/Segmentation/val.txt"]
+    for k, image_id in enumerate(ids["train"] + ids["val"] + ["2011_003276"]):
+        img = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        buf = io.BytesIO()
+        Image.fromarray(img, "RGB").save(buf, format="JPEG", quality=95)
+        members[f"JPEGImages/{image_id}.jpg"] = buf.getvalue()
+        images[image_id] = buf.getvalue()
+        if image_id == "2011_003276":
+            continue
+        masks[image_id] = voc_mask(k, height, width)
+        png = Image.fromarray(masks[image_id], "P")
+        png.putpalette(voc_palette())
+        buf = io.BytesIO()
+        png.save(buf, format="PNG")
+        members[f"SegmentationClass/{image_id}.png"] = buf.getvalue()
+    with tarfile.open(path, "w") as tar:  # the real file is an uncompressed tar
+        for name, payload in members.items():
+            if name not in drop:
+                _add(tar, f"VOCdevkit/VOC2012/{name}", payload)
+    return {"path": path, "md5": md5(path), "ids": ids, "masks": masks, "jpegs": images}
+
+
 def files_under(path: Path) -> list[Path]:
     return sorted(p for p in Path(path).rglob("*") if p.is_file()) if Path(path).exists() else []
 
@@ -167,3 +233,21 @@ def test_cifar_fixture_reads_with_torchvision(tmp_path):
     ds = NoCheck(str(tmp_path / "x"), train=True, download=False)
     np.testing.assert_array_equal(ds.data, fx["train_x"].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
     assert ds.targets == fx["train_y"].tolist()
+
+
+def test_voc_fixture_reads_with_torchvision(tmp_path):
+    import torchvision
+
+    fx = make_voc2012(tmp_path)
+    with tarfile.open(fx["path"]) as tar:
+        tar.extractall(tmp_path / "x", filter="data")
+    for split in ("train", "val"):
+        ds = torchvision.datasets.VOCSegmentation(str(tmp_path / "x"), year="2012", image_set=split, download=False)
+        assert len(ds) == len(fx["ids"][split])
+        image, target = ds[1]
+        assert image.mode == "RGB" and target.mode == "P"
+        np.testing.assert_array_equal(np.asarray(target), fx["masks"][fx["ids"][split][1]])
+        k = 1 if split == "train" else len(fx["ids"]["train"]) + 1
+        assert set(np.unique(np.asarray(target)).tolist()) == {0, 1 + k % 20, 1 + (k + 1) % 20, 255}
+    # the palette colours the classes as VOC does: void is cream (224, 224, 192), class 1 dark red
+    assert voc_palette()[255 * 3:256 * 3] == [224, 224, 192] and voc_palette()[3:6] == [128, 0, 0]

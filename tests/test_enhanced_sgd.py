@@ -269,3 +269,11 @@ def test_sparse_message_and_diagnostic_keys():
     emb(torch.tensor([1])).sum().backward()
     with pytest.raises(RuntimeError, match="EnhancedSGD does not support sparse gradients"):
         o.step()
+
+
+def test_histogram_entropy_of_a_list_is_that_of_the_concatenation():
+    parts = [torch.randn(n, dtype=torch.float64) * s for n, s in ((300, 0.01), (7, 1.0), (1000, 0.001))]
+    whole = torch.cat(parts)
+    for sync_free in (False, True):
+        assert float(histogram_entropy(parts, sync_free=sync_free)) == pytest.approx(
+            float(histogram_entropy(whole, sync_free=sync_free)), rel=1e-12)

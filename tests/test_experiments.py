@@ -193,6 +193,7 @@ PUBLISHED = {
     ("full_enhanced_sgd", "enhanced_sgd_published"): ("enhanced_sgd", {"lr": 0.01, "momentum": 0.9}),
     ("full_enhanced_sgd", "sgd_published"): ("sgd", {"lr": 0.01, "momentum": 0.9}),
     ("full_enhanced_sgd", "adam_published"): ("adam", {"lr": 1e-3}),
+    ("full_enhanced_sgd", "sgd_voc_published"): ("sgd", {"lr": 1e-3, "momentum": 0.0}),
 }
 
 TASK_SETUP = {
@@ -204,6 +205,9 @@ TASK_SETUP = {
                                        "model_args": {"num_classes": 100, "cifar_stem": False}},
     ("full_shakespeare", "gpt1"): {"batch_size": 16, "steps": 20000, "eval_batches": 300, "metric": "perplexity"},
     ("full_enhanced_sgd", "mnist_2ep"): {"batch_size": 64, "epochs": 2, "model": "grn_simplecnn"},
+    ("full_enhanced_sgd", "voc_10ep"): {"batch_size": 4, "eval_batch_size": 4, "epochs": 10, "model": "fcn_resnet50",
+                                        "objective": "segmentation", "metric": "pixel_accuracy",
+                                        "data_args": {"size": 224, "normalize": "imagenet"}},
     ("full_fashion_mnist", "mnist"): {"batch_size": 128, "epochs": 10, "model": "np_mlp"},
 }
 

@@ -140,7 +140,7 @@ def test_stabiliser_clips_update_norm(foreach):
 def _model_run(name, steps=4, seed=0, **hp):
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)).double()
-    opt = optim.build(name, model.parameters(), diag_every=1, **hp)
+    opt = optim.build(name, model.parameters(), **{"diag_every": 1, **hp})
     g = torch.Generator().manual_seed(seed + 1)
     x, y = torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
     deltas = []
@@ -298,3 +298,32 @@ def test_diagnostics_only_every_diag_every_steps():
     p.grad = torch.randn(3)
     opt.step()  # step 3 is not a diagnostic step (1, 4, 7, ...)
     assert opt.diagnostics() == {}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name,hp", [
+    ("neuroplastic", {"warmup_epochs": 2, "weight_decay": 0.05}),
+    ("neuroplastic", {"weight_decay": 0.05, "decoupled_weight_decay": True}),
+    ("neuroplastic_gradonly", {"weight_decay": 0.01}),
+])
+def test_compiled_classic_path_matches_reference_in_float64(name, hp):
+    """compile=True: the fused kernels (classic rule, no controller) give the reference's params and state."""
+    hp = {"lr": 0.05, "plasticity_scale": 2.0, "diag_every": 3, **hp}
+    ref, o_ref = _model_run(name, steps=6, foreach=False, **hp)
+    comp, o_comp = _model_run(name, steps=6, compile=True, **hp)
+    for (a, _), (b, _) in zip(ref[-1], comp[-1]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    for sa, sb in zip(o_ref.state.values(), o_comp.state.values()):
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], atol=1e-12, rtol=1e-10)
+
+
+def test_compile_setting_is_validated_and_auto_leaves_small_groups_on_foreach():
+    from optirep.optim import _base
+
+    with pytest.raises(ValueError, match=r"Invalid compile: 'yes' \(must be True, False or 'auto'\)"):
+        optim.build("neuroplastic", [torch.zeros(2, requires_grad=True)], compile="yes")
+    cpu = torch.device("cpu")
+    assert _base.use_compiled("auto", _base.AUTO_COMPILE_MIN_NUMEL - 1, cpu) is False
+    assert _base.use_compiled(False, 10 ** 9, cpu) is False
+    assert _base.use_compiled(True, 1, cpu) is True

@@ -21,6 +21,7 @@ import jsonschema
 import yaml
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "schema.yaml"
+SEGMENTATION_METRICS = ("pixel_accuracy", "miou")
 
 
 class ConfigError(ValueError):
@@ -100,6 +101,15 @@ def check_semantics(cfg: dict, source: str) -> None:
                             f"optimizers ({', '.join(t['optimizers'])})")
         if t["objective"] == "autoencoder" and not t.get("loss_terms"):
             problems.append(f"tasks.{tname}: objective autoencoder needs loss_terms")
+        segmentation = t["objective"] == "segmentation"
+        if segmentation != (t["metric"] in SEGMENTATION_METRICS):
+            problems.append(f"tasks.{tname}: objective {t['objective']!r} with metric {t['metric']!r}; objective "
+                            f"segmentation takes metric {' or '.join(SEGMENTATION_METRICS)}, and those metrics "
+                            f"need objective segmentation")
+        if segmentation != (t["dataset"] in data.SEGMENTATION_DATASETS):
+            problems.append(f"tasks.{tname}: objective {t['objective']!r} on dataset {t['dataset']!r}; objective "
+                            f"segmentation needs a segmentation dataset ({', '.join(data.SEGMENTATION_DATASETS)}), "
+                            f"and those datasets need objective segmentation")
     if problems:
         raise ConfigError(f"{source}: invalid experiment config:\n" + "\n".join("  " + p for p in problems))
 

@@ -36,7 +36,7 @@ from optirep import data as datalib
 from optirep import models, optim
 from optirep.config import ConfigError
 
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False}
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -111,7 +111,7 @@ def _gen(*keys: int) -> torch.Generator:
 
 # ----------------------------------------------------------------------------- objectives
 class Objective:
-    """Batches, loss and evaluation for one task kind (classification, lm, autoencoder)."""
+    """Batches, loss and evaluation for one task kind (classification, lm, autoencoder, segmentation)."""
 
     def __init__(self, task: dict, splits, device: torch.device, seed: int):
         self.task, self.splits, self.device, self.seed = task, splits, device, seed
@@ -264,7 +264,71 @@ class Autoencoder(Objective):
         return {"features": model.encode(x).flatten(1).float().cpu().numpy(), "labels": self.splits.test.y[:n].numpy()}
 
 
-OBJECTIVES = {"classification": Classification, "lm": LanguageModel, "autoencoder": Autoencoder}
+class Segmentation(Objective):
+    """Per-pixel cross-entropy on logits [B, C, H, W] against masks [B, H, W]; void pixels count nowhere.
+
+    Metrics over every non-void pixel of a split: pixel accuracy (the seed's metric) and mean IoU,
+    from one confusion matrix: IoU_c = TP_c / (TP_c + FP_c + FN_c), averaged over the classes
+    present (in the targets or the predictions), the VOC definition when every class occurs.
+    With the data_arg `seed_mask_bug` the loader sets no ignore_index and every pixel counts, as
+    in the seed (its plain CrossEntropyLoss and pixel accuracy over target.numel()).
+    """
+
+    def __init__(self, task, splits, device, seed):
+        super().__init__(task, splits, device, seed)
+        # a [256, 21, 224, 224] float batch of logits alone is 1 GiB: evaluate in small batches
+        self.eval_bs = task.get("eval_batch_size", max(16, self.bs))
+        self.train_x, self.train_y = splits.train.x.to(device), splits.train.y.to(device)
+        self.num_classes = splits.info["num_classes"]
+        ignore = splits.info.get("ignore_index")
+        # None (seed_mask_bug): torch's default -100, which no mask holds, so every pixel counts
+        self.ignore = -100 if ignore is None else int(ignore)
+
+    def batch(self, step: int):
+        idx = self._index(step).to(self.device)
+        return self.train_x[idx], self.train_y[idx]
+
+    def _logits(self, model, x, y):
+        logits = model(x)
+        if logits.ndim != 4 or logits.shape[1] != self.num_classes or logits.shape[2:] != y.shape[1:]:
+            raise ValueError(f"segmentation: the model returned {tuple(logits.shape)}, expected "
+                             f"[B, {self.num_classes}, {', '.join(map(str, y.shape[1:]))}] for masks {tuple(y.shape)}")
+        return logits
+
+    def loss(self, model, batch):
+        x, y = batch
+        # sum / count rather than the mean, so an all-void batch gives 0 instead of NaN
+        total = F.cross_entropy(self._logits(model, x, y).float(), y, ignore_index=self.ignore, reduction="sum")
+        return total / (y != self.ignore).sum().clamp_min(1)
+
+    @torch.no_grad()
+    def evaluate(self, model, split: str) -> dict:
+        ds = getattr(self.splits, split)
+        c = self.num_classes
+        confusion = torch.zeros(c * c, dtype=torch.long, device=self.device)  # [target * C + prediction]
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i in range(0, len(ds), self.eval_bs):
+            x = ds.x[i:i + self.eval_bs].to(self.device)
+            y = ds.y[i:i + self.eval_bs].to(self.device)
+            logits = self._logits(model, x, y).float()
+            loss_sum += F.cross_entropy(logits, y, ignore_index=self.ignore, reduction="sum").double()
+            keep = y != self.ignore
+            confusion += torch.bincount(y[keep] * c + logits.argmax(1)[keep], minlength=c * c)
+        cm = confusion.reshape(c, c).double().cpu()
+        total = float(cm.sum())
+        tp = cm.diagonal()
+        union = cm.sum(0) + cm.sum(1) - tp
+        present = union > 0
+        pixel_accuracy = float(tp.sum()) / max(total, 1.0)
+        # no labelled pixel at all (an empty split): 0, as Classification scores an empty split
+        miou = float((tp[present] / union[present]).mean()) if bool(present.any()) else 0.0
+        metric = miou if self.task["metric"] == "miou" else pixel_accuracy
+        return {"metric": metric, "loss": float(loss_sum) / max(total, 1.0), "pixel_accuracy": pixel_accuracy,
+                "miou": miou, "classes_present": int(present.sum())}
+
+
+OBJECTIVES = {"classification": Classification, "lm": LanguageModel, "autoencoder": Autoencoder,
+              "segmentation": Segmentation}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -468,6 +532,10 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
         if task["objective"] == "lm":
             tr = objective.evaluate(model, "train")
             extra.update(train_ppl=tr["metric"], val_ppl=val["metric"], test_split="test" if splits.test is not None else "val")
+        if task["objective"] == "segmentation":
+            extra.update(test_pixel_accuracy=test["pixel_accuracy"], test_miou=test["miou"],
+                         val_pixel_accuracy=val["pixel_accuracy"], val_miou=val["miou"],
+                         test_classes_present=test["classes_present"])
         if task["objective"] == "autoencoder":
             extra.update(test_terms=test["terms"], mux_weights=objective.mux.weights_dict()
                          if hasattr(objective.mux, "weights_dict") else None)

@@ -13,7 +13,7 @@ from importlib import import_module
 # optirep.data.fetch twice, and `import optirep.data` stays cheap. `fetch` is both the submodule
 # (`optirep.data.fetch.main` for the CLI) and, being callable, the function: `optirep.data.fetch(name)`.
 _EXPORTS = {
-    "load": "loaders", "DATASETS": "loaders", "NORMALIZE": "loaders",
+    "load": "loaders", "DATASETS": "loaders", "NORMALIZE": "loaders", "SEGMENTATION_DATASETS": "loaders",
     "fetch": "fetch", "FetchError": "fetch",
     "augment": "augment",
     "SOURCES": "sources", "override_checksums": "sources",

@@ -9,8 +9,9 @@ means "not fetched", whatever else is there). The root defaults to `$OPTIREP_DAT
 
 A mirror (`--mirror DIR` or `$OPTIREP_DATA_MIRROR`) holds files as `<DIR>/<dataset>/<original file
 name>`, e.g. `<DIR>/cifar10/cifar-10-python.tar.gz`, `<DIR>/mnist/train-images-idx3-ubyte.gz`,
-`<DIR>/gpt2/vocab.json`; they are verified exactly like downloads. Hugging Face datasets take the
-hub's parquet files: `<DIR>/wikitext2/{train,validation,test}-00000-of-00001.parquet`,
+`<DIR>/voc2012/VOCtrainval_11-May-2012.tar`, `<DIR>/gpt2/vocab.json`; they are verified exactly
+like downloads. Hugging Face datasets take the hub's parquet files:
+`<DIR>/wikitext2/{train,validation,test}-00000-of-00001.parquet`,
 `<DIR>/wikitext103/train-0000{0,1}-of-00002.parquet` (+ validation, test),
 `<DIR>/imdb/{train,test}-00000-of-00001.parquet`, `<DIR>/ag_news/{train,test}-00000-of-00001.parquet`
 (any `<split>-*.parquet` shard names are accepted).
@@ -217,6 +218,13 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
         if missing:
             archive.unlink(missing_ok=True)
             raise FetchError(f"{source.name}: {archive.name} lacks {[f'{member_dir}/{m}' for m in missing]}; removed it")
+        if source.archive_check is not None:
+            try:
+                source.archive_check(tmp / member_dir)
+            except (ValueError, OSError) as exc:
+                archive.unlink(missing_ok=True)
+                raise FetchError(f"{source.name}: {archive.name} is incomplete ({exc}); removed it, "
+                                 f"fetch again") from None
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp / member_dir, final)

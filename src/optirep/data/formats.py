@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["read_cifar", "read_idx", "read_parquet", "digits", "mnist1d"]
+__all__ = ["read_cifar", "read_idx", "read_parquet", "digits", "mnist1d", "read_voc", "voc_ids", "voc_pair"]
 
 CIFAR_FILES = {
     "cifar10": ("cifar-10-batches-py", ["data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5"],
@@ -139,4 +139,92 @@ def mnist1d(cache: Path | None = None) -> dict[str, np.ndarray]:
         with open(tmp, "wb") as f:
             np.savez(f, **out)
         os.replace(tmp, cache)
+    return out
+
+
+# Pascal VOC 2012 as laid out in VOCtrainval_11-May-2012.tar (`VOCdevkit/VOC2012/...`).
+VOC_SPLITS = ("train", "val")
+VOC_CLASSES = 21  # background + 20 object classes
+VOC_VOID = 255  # object boundaries and "difficult" regions
+
+
+def voc_ids(voc: Path, split: str) -> list[str]:
+    """Image ids of `<voc>/ImageSets/Segmentation/<split>.txt` (1464 train, 1449 val)."""
+    path = voc / "ImageSets" / "Segmentation" / f"{split}.txt"
+    try:
+        ids = path.read_text(encoding="ascii").split()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise FormatError(f"{path}: unreadable ({exc})") from None
+    if not ids:
+        raise FormatError(f"{path}: lists no image id")
+    return ids
+
+
+def voc_pair(voc: Path, image_id: str) -> tuple[Path, Path]:
+    """(`JPEGImages/<id>.jpg`, `SegmentationClass/<id>.png`) under `voc`."""
+    return voc / "JPEGImages" / f"{image_id}.jpg", voc / "SegmentationClass" / f"{image_id}.png"
+
+
+def _voc_example(jpg: Path, png: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """One resized image (uint8 [3, S, S]) and mask (uint8 [S, S] of class indices, 255 void)."""
+    from PIL import Image
+
+    try:
+        with Image.open(jpg) as im:
+            rgb = im.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:  # UnidentifiedImageError is an OSError
+        raise FormatError(f"{jpg}: not a readable JPEG ({exc})") from None
+    try:
+        with Image.open(png) as im:
+            im.load()
+            mask = im.copy()
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise FormatError(f"{png}: not a readable PNG ({exc})") from None
+    # The pixel values of a palette PNG are the class indices (the palette only colours them).
+    if mask.mode not in ("P", "L"):
+        raise FormatError(f"{png}: mode {mask.mode!r}, expected a palette ('P') PNG whose values are class indices")
+    if mask.size != rgb.size:
+        raise FormatError(f"{png}: mask is {mask.size[0]}x{mask.size[1]} but {jpg.name} is {rgb.size[0]}x{rgb.size[1]}")
+    values = np.unique(np.asarray(mask))
+    bad = values[(values >= VOC_CLASSES) & (values != VOC_VOID)]
+    if len(bad):
+        raise FormatError(f"{png}: values {bad.tolist()} are neither classes 0..{VOC_CLASSES - 1} nor void {VOC_VOID}")
+    # The seed's transforms: Resize((S, S)) bilinear for the image, nearest for the mask (PIL's own
+    # resize, as torchvision's Resize does on PIL images); the aspect ratio is not kept.
+    x = np.asarray(rgb.resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8).transpose(2, 0, 1)
+    y = np.asarray(mask.resize((size, size), Image.Resampling.NEAREST), dtype=np.uint8)
+    return x, y
+
+
+def read_voc(voc: Path, split: str, size: int, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """One VOC 2012 segmentation split, resized to `size` x `size`, decoded once.
+
+    Returns `x` uint8 `[N, 3, S, S]` (RGB), `y` uint8 `[N, S, S]` (class indices 0..20, 255 void),
+    `ids` `[N]` in the list's order. `voc` is the extracted `VOCdevkit/VOC2012`; `split` "train" or
+    "val". With `cache` (an .npz path) the arrays are read from it when present, else computed and
+    written there atomically (temp + rename), so a failure leaves no cache behind.
+    """
+    if split not in VOC_SPLITS:
+        raise ValueError(f"read_voc: split must be one of {list(VOC_SPLITS)}, got {split!r}")
+    keys = ("x", "y", "ids")
+    if cache is not None and cache.is_file():
+        with np.load(cache) as z:
+            if set(keys) - set(z.files):
+                raise FormatError(f"{cache}: expected arrays {list(keys)}, got {z.files}; delete it to rebuild")
+            return {k: z[k] for k in keys}
+    ids = voc_ids(voc, split)
+    x = np.empty((len(ids), 3, size, size), dtype=np.uint8)
+    y = np.empty((len(ids), size, size), dtype=np.uint8)
+    for n, image_id in enumerate(ids):
+        x[n], y[n] = _voc_example(*voc_pair(voc, image_id), size)
+    out = {"x": x, "y": y, "ids": np.asarray(ids)}
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.part")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez(f, **out)
+            os.replace(tmp, cache)
+        finally:
+            tmp.unlink(missing_ok=True)
     return out

@@ -13,10 +13,21 @@ data_args (all optional; an unknown one is an error that lists the accepted ones
 | `normalize` | image | protocol name, see `NORMALIZE`: cifar10 "v6" (mean=std=0.5, default) / "grn" / "none"; cifar100 "v6" (default) / "none"; mnist, fashion_mnist "neuroplastic" (0.5, 0.5; default) / "grn" (0.1307, 0.3081; the GRN MNIST protocol) / "none"; digits "half" (x/16 then (x-0.5)/0.5; default) / "none" |
 | `tokenizer` | LM, text | see `optirep.data.text` |
 | `max_len` | imdb, ag_news | tokens per example (default 128, the GRN protocol) |
+| `size` | voc2012 | side of the square images and masks (default 224, the GRN protocol: image bilinear, mask nearest, aspect ratio not kept) |
+| `seed_mask_bug` | voc2012 | bool, default False. True reproduces the seed's targets: `ToTensor` on the palette mask divides by 255, so the long cast maps classes 0..20 to 0 and void 255 to 1 (two "classes", nothing ignored). A deviation kept only to replicate the seed's numbers |
+
+Pascal VOC 2012 (`voc2012`, the GRN segmentation protocol): test is the official `val` list
+(1449 images), touched only for final metrics; validation (`val_size`, default 0.1) and the
+training subset (`train_fraction`) are carved from the official `train` list (1464 images),
+stratified by each image's dominant object class (the class covering most pixels, 0 when there
+is none). Targets `y` are int64 `[N, S, S]` class indices 0..20 with 255 = void, which the
+segmentation objective ignores (`info["ignore_index"]`); `normalize` "imagenet" (default) or "none".
+JPEGs are decoded and resized once per (`split`, `size`) into `<root>/voc2012/segmentation.<split>.s<size>.npz`.
 
 Image inputs are float32 `[N, C, H, W]` already normalised; `mnist1d` is float32 `[N, 40]`
 (standardised by its generator); text classification inputs are int64 `[N, max_len]`;
-language-modelling splits are 1-D int64 token tensors.
+language-modelling splits are 1-D int64 token tensors; segmentation inputs are float32
+`[N, 3, S, S]` with int64 `[N, S, S]` masks.
 """
 
 from __future__ import annotations
@@ -28,15 +39,18 @@ import numpy as np
 import torch
 
 from optirep.data.fetch import data_root, fetch, hf_split_files, md5sum
-from optirep.data.formats import MNIST1D_SEED, digits, mnist1d, read_cifar, read_idx, read_parquet
+from optirep.data.formats import (MNIST1D_SEED, VOC_CLASSES, VOC_VOID, digits, mnist1d, read_cifar, read_idx,
+                                  read_parquet, read_voc)
 from optirep.data.sources import EMBEDDED, SOURCES
 from optirep.data.splits import Splits, TensorSplit, carve_val, resolve_size, train_subset
 from optirep.data.text import cached_array, classification_tokenizer, lm_tokenizer
 
-__all__ = ["load", "DATASETS", "NORMALIZE"]
+__all__ = ["load", "DATASETS", "NORMALIZE", "SEGMENTATION_DATASETS"]
 
 DATASETS = ("digits8", "digits32", "mnist1d", "mnist", "fashion_mnist", "cifar10", "cifar100",
-            "tinyshakespeare", "wikitext2", "wikitext103", "imdb", "ag_news")
+            "tinyshakespeare", "wikitext2", "wikitext103", "imdb", "ag_news", "voc2012")
+#: datasets whose targets are per-pixel masks (objective `segmentation`)
+SEGMENTATION_DATASETS = ("voc2012",)
 
 #: dataset -> protocol -> (mean, std) per channel, applied to pixels scaled to [0, 1].
 #: The first protocol of each dataset is its default.
@@ -52,6 +66,8 @@ NORMALIZE: dict[str, dict[str, tuple[tuple[float, ...], tuple[float, ...]]]] = {
     "fashion_mnist": _MNIST_NORM,
     "digits8": _DIGITS_NORM,
     "digits32": _DIGITS_NORM,
+    "voc2012": {"imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+                "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0))},
 }
 
 _NUM_CLASSES = {"digits8": 10, "digits32": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10,
@@ -66,6 +82,7 @@ _ALLOWED = {
     "wikitext103": {"tokenizer", "train_fraction"},
     "imdb": _CLASSIFICATION_ARGS | {"tokenizer", "max_len"},
     "ag_news": _CLASSIFICATION_ARGS | {"tokenizer", "max_len"},
+    "voc2012": {"val_size", "split_seed", "train_fraction", "subset_seed", "normalize", "size", "seed_mask_bug"},
 }
 _AUGMENTABLE = {"cifar10", "cifar100", "digits32"}
 
@@ -89,6 +106,8 @@ def load(name: str, root=None, mirror=None, seed: int = 0, **data_args) -> Split
         return _load_lm(name, root, mirror, **data_args)
     if name in ("imdb", "ag_news"):
         return _load_text(name, root, mirror, seed, **data_args)
+    if name == "voc2012":
+        return _load_voc(root, mirror, seed, **data_args)
     return _load_array(name, root, mirror, seed, **data_args)
 
 
@@ -283,5 +302,62 @@ def _load_text(name: str, root, mirror, seed: int, tokenizer: str = "bert-base-u
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "subset": {"val_size": len(val), "split_seed": split_seed, "train_fraction": train_fraction,
                    "per_class": per_class, "subset_seed": sub_seed},
+    }
+    return Splits(train, val, test, info)
+
+
+# ---------------------------------------------------------------------------------- segmentation
+
+
+def dominant_class(masks: np.ndarray) -> np.ndarray:
+    """Per mask `[N, H, W]`: the object class (1..20) covering most pixels, 0 when none; int64 `[N]`."""
+    counts = np.stack([np.bincount(m.ravel(), minlength=256)[1:VOC_CLASSES] for m in masks])  # [N, 20]
+    return np.where(counts.max(1) > 0, counts.argmax(1) + 1, 0).astype(np.int64)
+
+
+def _load_voc(root, mirror, seed: int, size: int = 224, normalize=None, seed_mask_bug: bool = False, val_size=None,
+              split_seed: int = 0, train_fraction=None, subset_seed=None) -> Splits:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 8:
+        raise ValueError(f"size for voc2012 must be an int >= 8 (pixels per side), got {size!r}")
+    if not isinstance(seed_mask_bug, bool):
+        raise TypeError(f"seed_mask_bug for voc2012 must be true or false, got {seed_mask_bug!r}")
+    protocols = NORMALIZE["voc2012"]
+    protocol = normalize if normalize is not None else next(iter(protocols))
+    if protocol not in protocols:
+        raise ValueError(f"normalize for voc2012 must be one of {list(protocols)}, got {protocol!r}")
+    mean, std = protocols[protocol]
+
+    d = fetch("voc2012", root, mirror)
+    voc = d / "VOCdevkit" / "VOC2012"
+    tr = read_voc(voc, "train", size, cache=d / f"segmentation.train.s{size}.npz")
+    te = read_voc(voc, "val", size, cache=d / f"segmentation.val.s{size}.npz")
+    strata = dominant_class(tr["y"])
+    tr_pos, val_pos = carve_val(strata, 0.1 if val_size is None else val_size, split_seed)
+    sub_seed = seed if subset_seed is None else subset_seed
+    train_idx = tr_pos[train_subset(strata[tr_pos], train_fraction, None, sub_seed)]
+
+    m = torch.tensor(mean).reshape(1, 3, 1, 1)
+    s = torch.tensor(std).reshape(1, 3, 1, 1)
+
+    def make(idx: np.ndarray, arrays: dict) -> TensorSplit:
+        x = _to_float(arrays["x"][idx]).sub_(m).div_(s)
+        mask = torch.from_numpy(np.ascontiguousarray(arrays["y"][idx]))
+        # the seed: ToTensor(mask) = mask / 255, then .long() -> 1 only where mask == 255
+        y = (mask == VOC_VOID).long() if seed_mask_bug else mask.long()
+        return TensorSplit(x, y)
+
+    train, val = make(train_idx, tr), make(val_pos, tr)
+    test = make(np.arange(len(te["ids"])), te)
+    info = {
+        "name": "voc2012", "kind": "segmentation", "num_classes": VOC_CLASSES, "input_shape": (3, size, size),
+        "vocab_size": None, "normalisation": {"protocol": protocol, "mean": mean, "std": std},
+        "augment": "none", "augment_fill": [-a / b for a, b in zip(mean, std)],
+        "ignore_index": None if seed_mask_bug else VOC_VOID,
+        "targets": "seed_totensor_bug: 1 where void, else 0" if seed_mask_bug else "class indices 0..20, 255 void",
+        "seed_mask_bug": seed_mask_bug, "size": size,
+        "source": SOURCES["voc2012"].homepage, "root": str(d),
+        "n_train": len(train), "n_val": len(val), "n_test": len(test),
+        "subset": {"val_size": len(val), "split_seed": split_seed, "train_fraction": train_fraction,
+                   "subset_seed": sub_seed, "stratified_by": "dominant object class"},
     }
     return Splits(train, val, test, info)

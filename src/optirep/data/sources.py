@@ -4,6 +4,8 @@
 md5 when the upstream bytes are stable, otherwise by a content check (GPT-2 `vocab.json`, whose
 whitespace differs between copies; the BERT vocabulary). Hugging Face datasets (WikiText, IMDB,
 AG_NEWS) are verified by structure: every split present, readable, with the expected columns.
+An extracted archive is checked for the members it must hold and, where a source gives one, by
+`archive_check` (Pascal VOC: an image and a mask for every id of the segmentation lists).
 
 Tests and users with a private copy override expected checksums with `override_checksums`
 instead of editing this table.
@@ -63,6 +65,8 @@ class Source:
         files: the upstream files (kind "files").
         archive: for a tarball, the member directory it must contain once extracted, and the
             members that directory must hold.
+        archive_check: raises ValueError (with the reason) when the extracted member directory
+            (its path is the argument) is incomplete; run before it is moved into place.
         hf: for kind "hf": (hub repo id, config name or None, hub folder of the parquet files).
         hf_splits: the splits fetched from the hub, each with its usual parquet file names.
         columns: columns every split of an HF dataset must have.
@@ -74,6 +78,7 @@ class Source:
     kind: str = "files"
     files: tuple[RemoteFile, ...] = ()
     archive: tuple[str, tuple[str, ...]] | None = None
+    archive_check: Callable[[Path], None] | None = None
     hf: tuple[str, str | None, str] | None = None
     hf_splits: tuple[HFSplit, ...] = ()
     columns: tuple[str, ...] = ()
@@ -104,6 +109,23 @@ def _check_bert_vocab(path: Path) -> None:
     wrong = {i: lines[i] for i, tok in known.items() if lines[i] != tok}
     if wrong:
         raise ValueError(f"unexpected tokens at ids {wrong}, expected {known}")
+
+
+def _check_voc_segmentation(devkit: Path) -> None:
+    """Extracted `VOCdevkit/`: every id of the train and val segmentation lists has its JPEG and mask."""
+    from optirep.data.formats import VOC_SPLITS, FormatError, voc_ids, voc_pair
+
+    voc = devkit / "VOC2012"
+    for split in VOC_SPLITS:
+        try:
+            ids = voc_ids(voc, split)
+        except FormatError as exc:
+            raise ValueError(str(exc)) from None
+        missing = [p for i in ids for p in voc_pair(voc, i) if not p.is_file()]
+        if missing:
+            rel = [str(p.relative_to(devkit.parent)) for p in missing[:3]]
+            raise ValueError(f"{len(missing)} files listed in ImageSets/Segmentation/{split}.txt are missing, "
+                             f"e.g. {rel}")
 
 
 _MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -145,6 +167,18 @@ SOURCES: dict[str, Source] = {
                                             "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
                              "Fashion-MNIST IDX"),
             homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        Source(
+            "voc2012",
+            files=(RemoteFile("VOCtrainval_11-May-2012.tar",
+                              ("http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                               "https://thor.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"),
+                              md5="6cd6e144f989b92b3379bac3b3de84fd",
+                              note="Pascal VOC 2012 trainval tarball, about 2 GB"),),
+            archive=("VOCdevkit", ("VOC2012/ImageSets/Segmentation/train.txt",
+                                   "VOC2012/ImageSets/Segmentation/val.txt")),
+            archive_check=_check_voc_segmentation,
+            homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
         ),
         Source(
             "tinyshakespeare",

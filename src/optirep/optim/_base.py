@@ -70,3 +70,39 @@ def params_with_grad(group: dict, optimizer_name: str) -> Iterable[torch.Tensor]
             continue
         check_not_sparse(p.grad, optimizer_name)
         yield p
+
+
+#: `compile="auto"` compiles a param group's fused kernels only from this many elements on: below it the
+#: one-off compile (seconds, cached on disk) costs more than the foreach path could ever lose.
+AUTO_COMPILE_MIN_NUMEL = 1 << 20
+
+_COMPILE_OK: dict[str, bool] = {}
+
+
+def check_compile(value) -> None:
+    check_hp(value is True or value is False or value == "auto", "compile", value, "must be True, False or 'auto'")
+
+
+def use_compiled(setting, numel: int, device: torch.device) -> bool:
+    """Whether a group with `numel` elements on `device` takes the torch.compile path.
+
+    True/False force it; "auto" compiles from AUTO_COMPILE_MIN_NUMEL elements on where a probe compile
+    works on this device type (no C++ compiler on a CPU host, or no Triton on a GPU host, falls back to
+    the foreach path with one warning per process).
+    """
+    if setting is True or setting is False:
+        return setting
+    if numel < AUTO_COMPILE_MIN_NUMEL:
+        return False
+    kind = device.type
+    if kind not in _COMPILE_OK:
+        try:
+            probe = torch.compile(lambda x: (x * 2.0 + 1.0).sum(), dynamic=True, fullgraph=True)
+            _COMPILE_OK[kind] = bool(probe(torch.ones(5, device=device)) == 15.0)
+        except Exception as err:  # any backend failure means: use the foreach path
+            import warnings
+
+            warnings.warn(f"torch.compile does not work on {kind} here ({type(err).__name__}: {err}); "
+                          "the optimizers use their foreach path", RuntimeWarning, stacklevel=3)
+            _COMPILE_OK[kind] = False
+    return _COMPILE_OK[kind]

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_hp, check_not_sparse
+from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, use_compiled
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -156,8 +156,10 @@ class BiostatisV6(torch.optim.Optimizer):
         foreach: None or True = the fast multi-tensor path (torch._foreach_*, no host syncs);
             False = the single-tensor reference loop (ground truth).
         compile: with foreach not False, run each tensor through two torch.compile'd fused kernels
-            instead of ~25 foreach passes (False). About AdamW's step time on CPU, but the first step
-            compiles for a minute or more (cached on disk for later processes).
+            instead of ~25 foreach passes: True, False, or "auto" (default: compiled for param groups of
+            at least 2^20 elements where torch.compile works, else foreach). About AdamW's step time,
+            but the first step compiles (~30 s on a 2-core CPU with a cold cache, ~8 s warm; the cache
+            is on disk, so later processes pay the warm cost).
     """
 
     def __init__(
@@ -193,7 +195,7 @@ class BiostatisV6(torch.optim.Optimizer):
         wd_scaled_by_gains: bool = False,
         diag_every: int = 10,
         foreach: bool | None = None,
-        compile: bool = False,
+        compile: bool | str = "auto",
     ):
         def finite(x) -> bool:
             return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
@@ -227,7 +229,7 @@ class BiostatisV6(torch.optim.Optimizer):
         check_hp(isinstance(diag_every, int) and not isinstance(diag_every, bool) and diag_every >= 0,
                  "diag_every", diag_every, "must be an int >= 0")
         check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
-        check_hp(isinstance(compile, bool), "compile", compile, "must be True or False")
+        check_compile(compile)
 
         defaults = dict(
             lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, homeo_rate=homeo_rate,
@@ -336,7 +338,7 @@ class BiostatisV6(torch.optim.Optimizer):
                 continue
             if group["foreach"] is False:
                 self._step_reference(gi, group, work, grads, states)
-            elif group["compile"]:
+            elif use_compiled(group["compile"], sum(g.numel() for g in grads), grads[0].device):
                 self._step_compiled(gi, group, work, grads, states)
             else:
                 self._step_foreach(gi, group, work, grads, states)
@@ -559,7 +561,7 @@ class BiostatisV6(torch.optim.Optimizer):
         coefs = torch.stack([inv_bc2s, torch.full_like(n_t, eps), extra_scale * mc * w1, extra_scale * mc * w2,
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
-                             for p, ts, c in zip(work, tensors, coefs.unbind(0))])
+                             for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
         self._record(gi, C_g, E_g, h, e, parts, fired)
         if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)

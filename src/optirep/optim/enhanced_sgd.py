@@ -24,8 +24,10 @@ _BINS = 100
 _GREEDY_MULT, _GREEDY_ADD = 6, 7
 
 
-def histogram_entropy(flat: torch.Tensor, sync_free: bool | None = None) -> torch.Tensor:
+def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool | None = None) -> torch.Tensor:
     """The seed's gradient "entropy": -sum(h log h) over a 100-bin density histogram (+1e-12).
+
+    `flat` is one 1-D tensor or a list of them (their concatenation, without making it).
 
     Densities are count / (N * bin width) over [min, max] (numpy's `density=True`; a constant
     input gets numpy's range [x - 0.5, x + 0.5]); no bin-width factor in the sum, as in the seed.
@@ -33,19 +35,28 @@ def histogram_entropy(flat: torch.Tensor, sync_free: bool | None = None) -> torc
     (its bounds are host floats, which costs nothing there); elsewhere the bins are filled with an
     accumulating `index_put_` so that nothing waits on the host.
     """
-    n = flat.numel()
-    lo, hi = torch.aminmax(flat)
+    parts = list(flat) if isinstance(flat, (list, tuple)) else [flat]
+    n = sum(x.numel() for x in parts)
+    if len(parts) == 1:
+        lo, hi = torch.aminmax(parts[0])
+    else:
+        ranges = torch.stack([torch.stack(torch.aminmax(x)) for x in parts])
+        lo, hi = ranges[:, 0].min(), ranges[:, 1].max()
     flat_range = hi == lo
     lo = torch.where(flat_range, lo - 0.5, lo)
     hi = torch.where(flat_range, hi + 0.5, hi)
+    dtype, device = parts[0].dtype, parts[0].device
     if sync_free is None:
-        sync_free = flat.device.type != "cpu"
+        sync_free = device.type != "cpu"
+    counts = torch.zeros(_BINS, dtype=dtype, device=device)
     if sync_free:
-        idx = ((flat - lo) * (_BINS / (hi - lo))).floor_().clamp_(0, _BINS - 1).long()
-        counts = torch.zeros(_BINS, dtype=flat.dtype, device=flat.device)
-        counts.index_put_((idx,), torch.ones((), dtype=flat.dtype, device=flat.device), accumulate=True)
+        for x in parts:
+            idx = ((x - lo) * (_BINS / (hi - lo))).floor_().clamp_(0, _BINS - 1).long()
+            counts.index_put_((idx,), torch.ones((), dtype=dtype, device=device), accumulate=True)
     else:
-        counts = torch.histc(flat, _BINS, float(lo), float(hi))
+        lo_f, hi_f = float(lo), float(hi)
+        for x in parts:
+            counts += torch.histc(x, _BINS, lo_f, hi_f)
     h = counts / (n * (hi - lo) / _BINS) + 1e-12
     return -(h * h.log()).sum()
 
@@ -377,10 +388,21 @@ class EnhancedSGD(torch.optim.Optimizer):
         """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
         ctl = self.state["controller"]
         dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-        flat = torch.cat([g.reshape(-1).to(dtype) for g in grads])
+        fast = all(g["foreach"] is not False for g in self.param_groups)
+        n = sum(g.numel() for g in grads)
+        if fast:
+            # No concatenated copy of every gradient: per-tensor sums give the variance (in float64) and
+            # per-tensor histograms over the global range sum to the histogram of the concatenation.
+            flat = None
+            s = torch.stack([torch.stack([g.sum(), (g * g).sum()]).double() for g in grads]).sum(0)
+            var = ((s[1] - s[0] * s[0] / n) / max(n - 1, 1)).clamp_min(0).to(dtype)
+        else:
+            flat = torch.cat([g.reshape(-1).to(dtype) for g in grads])
+            var = flat.var() if n > 1 else flat.new_zeros(())
         # Var of one element is undefined (the seed gets NaN); 0 keeps clipping off instead.
-        var = flat.var() if flat.numel() > 1 else flat.new_zeros(())
-        zero = flat.new_zeros(())
+        if n <= 1:
+            var = torch.zeros((), dtype=dtype, device=grads[0].device)
+        zero = var.new_zeros(())
         old = ctl["sigma2"] if ctl["sigma2"] is not None else zero
         prev = ctl["sigma2_prev"] if ctl["sigma2_prev"] is not None else zero
         a, k = self.smoothing_factor, self.stabilizing_factor
@@ -391,7 +413,7 @@ class EnhancedSGD(torch.optim.Optimizer):
         # Only retention and the controller read H; the histogram is the costliest statistic.
         entropy = None
         if self.grad_retention or self.controller:
-            entropy = histogram_entropy(flat)
+            entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads])
             ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
         return sigma2, entropy
 

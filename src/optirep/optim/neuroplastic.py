@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_hp, params_with_grad
+from ._base import Diagnostics, check_betas, check_compile, check_hp, params_with_grad, use_compiled
 from .registry import Entry
 
 _NAME = "NeuroPlastic"
@@ -36,6 +36,45 @@ PHASE_SCOPES = ("all", "early", "middle", "late")
 LAYER_SCOPES = ("all", "early_blocks", "late_blocks", "classifier")
 # Layer groups by parameter order (the seed's "stem" group is unreachable and left out).
 _LAYER_NAMES = ("early_blocks", "late_blocks", "classifier")
+
+
+def _traces_kernel(g, a, m, v, eps: float):
+    """Trace EMAs in place; returns the per-tensor sums of |g|, a and |m| / (sqrt(v) + eps)."""
+    absg = g.abs()
+    a.lerp_(absg, 1.0 - _ACTIVITY_DECAY)
+    m.lerp_(g, 1.0 - _MOMENTUM_DECAY)
+    v.mul_(_VARIANCE_DECAY).addcmul_(g, g, value=1.0 - _VARIANCE_DECAY)
+    ratio = m.abs() / (v.sqrt() + eps)
+    return torch.stack([absg.sum(), a.sum(), ratio.sum()])
+
+
+def _classic_kernel(p, g, a, m, v, k):
+    """u = alpha g (+ wd p) for the classic rule, with k = [1/dg, wa/da, wg/dg, wm/dm, amin, amax, c, wd, eps];
+    returns u and sum(u^2)."""
+    absg = g.abs()
+    G = absg * k[0]
+    alpha_g = G.clamp(k[4], k[5])
+    ratio = m.abs() / (v.sqrt() + k[8])
+    fused = ratio * k[3] + a * k[1] + absg * k[2]
+    alpha = torch.lerp(alpha_g, fused.clamp(k[4], k[5]), k[6])
+    u = alpha * g + k[7] * p
+    return u, (u * u).sum()
+
+
+def _gradonly_kernel(p, g, k):
+    """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd]."""
+    u = (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
+    return u, (u * u).sum()
+
+
+_COMPILED: dict[str, Callable] = {}
+
+
+def _compiled(name: str) -> Callable:
+    if name not in _COMPILED:
+        fn = {"traces": _traces_kernel, "classic": _classic_kernel, "gradonly": _gradonly_kernel}[name]
+        _COMPILED[name] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return _COMPILED[name]
 
 
 class NeuroPlastic(torch.optim.Optimizer):
@@ -144,6 +183,11 @@ class NeuroPlastic(torch.optim.Optimizer):
         total_epochs: None (seed: T = 1) or the run's epoch count for the phase gates.
         diag_every: compute diagnostics every this many steps (0 = never; default 50).
         foreach: None/True = fast `torch._foreach_*` path, False = single-tensor reference loop.
+        compile: True, False or "auto" (default): steps of the classic rule (rule_based or
+            ablation_grad_only, parameterwise, no LR controller) that record no diagnostics run each
+            tensor through torch.compile'd fused kernels instead of ~20 foreach passes; "auto" does so
+            for param groups of at least 2^20 elements where torch.compile works. Other settings and
+            diagnostic steps use the foreach path (equal to rounding).
     """
 
     def __init__(
@@ -186,6 +230,7 @@ class NeuroPlastic(torch.optim.Optimizer):
         total_epochs: int | None = None,
         diag_every: int = 50,
         foreach: bool | None = None,
+        compile: bool | str = "auto",
     ) -> None:
         check_hp(lr >= 0.0, "lr", lr, "must be >= 0")
         check_hp(weight_decay >= 0.0, "weight_decay", weight_decay, "must be >= 0")
@@ -226,6 +271,7 @@ class NeuroPlastic(torch.optim.Optimizer):
                  total_epochs, "must be None or an int >= 1")
         check_hp(isinstance(diag_every, int) and diag_every >= 0, "diag_every", diag_every, "must be an int >= 0")
         check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
+        check_compile(compile)
         defaults = dict(
             lr=lr, weight_decay=weight_decay, mode=mode, activity_weight=activity_weight,
             gradient_weight=gradient_weight, memory_weight=memory_weight, amin=amin, amax=amax,
@@ -239,7 +285,7 @@ class NeuroPlastic(torch.optim.Optimizer):
             match_grad_norm=match_grad_norm, hybrid_base=hybrid_base, hybrid_target=hybrid_target,
             modulation_strength=modulation_strength, modulation_max_ratio=modulation_max_ratio,
             base_betas=tuple(base_betas), base_momentum=base_momentum, phase_scope=phase_scope,
-            layer_scope=layer_scope, total_epochs=total_epochs, diag_every=diag_every, foreach=foreach,
+            layer_scope=layer_scope, total_epochs=total_epochs, diag_every=diag_every, foreach=foreach, compile=compile,
             epoch=1,
         )
         super().__init__(params, defaults)
@@ -347,6 +393,10 @@ class NeuroPlastic(torch.optim.Optimizer):
                 self._init_state(p, self.state[p], group)
             fast = group["foreach"] is not False
             run = self._directions_foreach if fast else self._directions_reference
+            if (fast and not want_diag and group["update_rule"] == "classic" and group["parameterwise"]
+                    and group["lr_controller_mode"] == "off"
+                    and use_compiled(group["compile"], sum(p.numel() for p in params), params[0].device)):
+                run = self._directions_compiled
             updates, scales, sigmas, alphas, clipped = run(group, params, labels, want_diag)
             if want_diag:
                 diag_alpha += alphas
@@ -662,6 +712,49 @@ class NeuroPlastic(torch.optim.Optimizer):
             scale = scale * (1.0 + group["adaptation_rate"] * (group["target_rms"] - rms)).clamp(0.5, 1.5)
         clipped = list(over.float().unbind()) if want_diag else []
         return u, scale, sigmas, alphas, clipped
+
+    def _directions_compiled(self, group, params, labels, want_diag):
+        """Classic rule, parameterwise, no controller, no diagnostics: two fused kernels per tensor."""
+        eps, amin, amax, wd = group["eps"], group["amin"], group["amax"], group["weight_decay"]
+        c = self._mix_weight(group)
+        coupled_wd = wd if not group["decoupled_weight_decay"] else 0.0
+        grads = [p.grad for p in params]
+        states = [self.state[p] for p in params]
+        dev, dt = grads[0].device, grads[0].dtype
+        sdt = torch.float64 if dt == torch.float64 else torch.float32
+        numel = torch.tensor([float(g.numel()) for g in grads], dtype=sdt, device=dev)
+        torch._foreach_add_([s["step"] for s in states], 1.0)
+
+        def flat(x):
+            return x.view(-1) if x.is_contiguous() else x
+
+        if group["mode"] == "rule_based":
+            traces = _compiled("traces")
+            sums = torch.stack([traces(flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), eps)
+                                .to(sdt) for g, s in zip(grads, states)])
+            dg, da, dm = (sums / numel[:, None] + eps).unbind(1)
+            one = torch.ones_like(dg)
+            ks = torch.stack([1 / dg, group["activity_weight"] / da, group["gradient_weight"] / dg,
+                              group["memory_weight"] / dm, amin * one, amax * one, c * one, coupled_wd * one,
+                              eps * one], dim=1).to(dt)
+            kern = _compiled("classic")
+            out = [kern(flat(p), flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), k)
+                   for p, g, s, k in zip(params, grads, states, [r.clone() for r in ks.unbind(0)])]
+        else:
+            dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
+            one = torch.ones_like(dg)
+            ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
+            kern = _compiled("gradonly")
+            out = [kern(flat(p), flat(g), k) for p, g, k in zip(params, grads, [r.clone() for r in ks.unbind(0)])]
+        u = [x.view_as(g) for (x, _), g in zip(out, grads)]
+        norms = torch.stack([sq.to(sdt) for _, sq in out]).sqrt()
+        mx = group["max_update_norm"]
+        over = norms > mx
+        scale = torch.where(over, mx / (norms + eps), torch.ones_like(norms))
+        if group["adaptation_rate"] != 0.0:
+            rms = torch.sqrt((norms * scale) ** 2 / numel + eps)
+            scale = scale * (1.0 + group["adaptation_rate"] * (group["target_rms"] - rms)).clamp(0.5, 1.5)
+        return u, scale.to(dt), [], [], []
 
     @staticmethod
     def _excess(xs, limit: torch.Tensor, eps: float) -> torch.Tensor:

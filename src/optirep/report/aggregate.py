@@ -42,7 +42,7 @@ RUN_METRICS = (
     "wall_time_s", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes",
     "optimizer_state_bytes",
 )
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False}
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
 
 
 class AggregateError(ValueError):

@@ -30,6 +30,8 @@ DISPLAY = {
     "accuracy": (100.0, r"\%", 2),
     "perplexity": (1.0, "", 2),
     "recon_mse": (1.0, "", 4),
+    "pixel_accuracy": (100.0, r"\%", 2),
+    "miou": (100.0, r"\%", 2),
     "time_per_step_s": (1000.0, "ms", 1),
     "time_per_opt_step_s": (1000.0, "ms", 2),
     "optimizer_state_bytes": (1.0 / 2**20, "MiB", 2),
