@@ -36,8 +36,11 @@ def studies() -> list[dict]:
     out = []
     for wf in WORKFLOWS:
         cfg = yaml.safe_load((ROOT / wf).read_text())
-        exps = [yaml.safe_load((ROOT / f).read_text())["name"] for f in cfg["experiments"]]
-        out.append({"workflow": wf, "study": cfg["study"], "exp_files": cfg["experiments"], "exps": exps,
+        docs = [yaml.safe_load((ROOT / f).read_text()) for f in cfg["experiments"]]
+        exps = [d["name"] for d in docs]
+        # results/<exp>/tune exists only for experiments with a tuned label
+        tuned = {d["name"] for d in docs if any((o or {}).get("tune") for o in (d.get("optimizers") or {}).values())}
+        out.append({"workflow": wf, "study": cfg["study"], "exp_files": cfg["experiments"], "exps": exps, "tuned": tuned,
                     "gen": f"{cfg.get('paper_dir', 'results/' + cfg['study'] + '/paper')}/generated"})
     return out
 
@@ -47,8 +50,10 @@ def render() -> str:
     for s in studies():
         outs = []
         for e in s["exps"]:
-            outs += [{f"results/{e}/runs": {"persist": True}}, {f"results/{e}/tune": {"persist": True}},
-                     {f"results/{e}/aggregate": {"cache": False, "persist": True}}]
+            outs += [{f"results/{e}/runs": {"persist": True}}]
+            if e in s["tuned"]:
+                outs += [{f"results/{e}/tune": {"persist": True}}]
+            outs += [{f"results/{e}/aggregate": {"cache": False, "persist": True}}]
         stages[f"study_{s['study']}"] = {
             "cmd": f"snakemake --cores 2 --configfile {s['workflow']}",
             "deps": CODE_DEPS + [s["workflow"], *s["exp_files"]],
