@@ -154,6 +154,15 @@ def _model_run(name, steps=4, seed=0, **hp):
     return deltas, opt
 
 
+def _assert_same_steps_and_state(ref, o_ref, other, o_other):
+    """The last step's parameter deltas and every state tensor agree (float64 rounding)."""
+    for (a, _), (b, _) in zip(ref[-1], other[-1]):
+        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
+    for sa, sb in zip(o_ref.state.values(), o_other.state.values()):
+        for k in sa:
+            torch.testing.assert_close(sa[k], sb[k], atol=1e-12, rtol=1e-10)
+
+
 @pytest.mark.parametrize("mode", ["global", "layerwise", "classifier_only"])
 def test_lr_controller_scales_lr_only_within_bounds(mode):
     hp = dict(lr=0.1, plasticity_scale=2.0, **STAB_OFF)
@@ -275,11 +284,7 @@ def test_fast_path_matches_reference_on_more_options(name, hp):
     hp = {"lr": 0.05, "plasticity_scale": 2.0, **hp}
     ref, o_ref = _model_run(name, steps=6, foreach=False, **hp)
     fast, o_fast = _model_run(name, steps=6, foreach=True, **hp)
-    for (a, _), (b, _) in zip(ref[-1], fast[-1]):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
-    for sa, sb in zip(o_ref.state.values(), o_fast.state.values()):
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], atol=1e-12, rtol=1e-10)
+    _assert_same_steps_and_state(ref, o_ref, fast, o_fast)
     da, db = o_ref.diagnostics(), o_fast.diagnostics()
     assert da.keys() == db.keys()
     for k in da:
@@ -311,11 +316,7 @@ def test_compiled_classic_path_matches_reference_in_float64(name, hp):
     hp = {"lr": 0.05, "plasticity_scale": 2.0, "diag_every": 3, **hp}
     ref, o_ref = _model_run(name, steps=6, foreach=False, **hp)
     comp, o_comp = _model_run(name, steps=6, compile=True, **hp)
-    for (a, _), (b, _) in zip(ref[-1], comp[-1]):
-        torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-9)
-    for sa, sb in zip(o_ref.state.values(), o_comp.state.values()):
-        for k in sa:
-            torch.testing.assert_close(sa[k], sb[k], atol=1e-12, rtol=1e-10)
+    _assert_same_steps_and_state(ref, o_ref, comp, o_comp)
 
 
 def test_compile_setting_is_validated_and_auto_leaves_small_groups_on_foreach():
