@@ -77,6 +77,14 @@ def params_with_grad(group: dict, optimizer_name: str) -> Iterable[torch.Tensor]
 AUTO_COMPILE_MIN_NUMEL = 1 << 20
 
 _COMPILE_OK: dict[str, bool] = {}
+_COMPILED: dict = {}
+
+
+def compiled(fn):
+    """`torch.compile(fn)` (dynamic shapes, one graph), built once per process and shared by every optimizer."""
+    if fn not in _COMPILED:
+        _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
+    return _COMPILED[fn]
 
 
 def check_compile(value) -> None:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, use_compiled
+from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -37,17 +37,6 @@ def _update_kernel(p, g, m, v, M1, M2, c):
     extra = c[2] * M1 + c[3] * M2 + c[4] * g + c[5] * g.abs()
     p.mul_(c[6]).add_((adam + extra) * c[7])
     return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
-
-
-_COMPILED: dict[str, Callable] = {}
-
-
-def _compiled(name: str) -> Callable:
-    # One dynamic-shape graph per kernel, shared by every tensor and optimizer in the process.
-    if name not in _COMPILED:
-        fn = {"sensors": _sensors_kernel, "update": _update_kernel}[name]
-        _COMPILED[name] = torch.compile(fn, dynamic=True, fullgraph=True)
-    return _COMPILED[name]
 
 
 class BiostatisV6(torch.optim.Optimizer):
@@ -525,7 +514,7 @@ class BiostatisV6(torch.optim.Optimizer):
         mc, gc = group["memory_coef"], group["grad_coef"]
         dev = grads[0].device
         sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
-        sensors, update = _compiled("sensors"), _compiled("update")
+        sensors, update = compiled(_sensors_kernel), compiled(_update_kernel)
 
         def flat(x):
             return x.view(-1) if x.is_contiguous() else x

@@ -395,13 +395,11 @@ class EnhancedSGD(torch.optim.Optimizer):
             # per-tensor histograms over the global range sum to the histogram of the concatenation.
             flat = None
             s = torch.stack([torch.stack([g.sum(), (g * g).sum()]).double() for g in grads]).sum(0)
-            var = ((s[1] - s[0] * s[0] / n) / max(n - 1, 1)).clamp_min(0).to(dtype)
+            var = ((s[1] - s[0] * s[0] / n) / max(n - 1, 1)).clamp_min(0).to(dtype)  # 0 for one element
         else:
             flat = torch.cat([g.reshape(-1).to(dtype) for g in grads])
+            # Var of one element is undefined (the seed gets NaN); 0 keeps clipping off instead.
             var = flat.var() if n > 1 else flat.new_zeros(())
-        # Var of one element is undefined (the seed gets NaN); 0 keeps clipping off instead.
-        if n <= 1:
-            var = torch.zeros((), dtype=dtype, device=grads[0].device)
         zero = var.new_zeros(())
         old = ctl["sigma2"] if ctl["sigma2"] is not None else zero
         prev = ctl["sigma2_prev"] if ctl["sigma2_prev"] is not None else zero

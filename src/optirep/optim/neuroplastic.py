@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_compile, check_hp, params_with_grad, use_compiled
+from ._base import Diagnostics, check_betas, check_compile, check_hp, compiled, params_with_grad, use_compiled
 from .registry import Entry
 
 _NAME = "NeuroPlastic"
@@ -65,16 +65,6 @@ def _gradonly_kernel(p, g, k):
     """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd]."""
     u = (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
     return u, (u * u).sum()
-
-
-_COMPILED: dict[str, Callable] = {}
-
-
-def _compiled(name: str) -> Callable:
-    if name not in _COMPILED:
-        fn = {"traces": _traces_kernel, "classic": _classic_kernel, "gradonly": _gradonly_kernel}[name]
-        _COMPILED[name] = torch.compile(fn, dynamic=True, fullgraph=True)
-    return _COMPILED[name]
 
 
 class NeuroPlastic(torch.optim.Optimizer):
@@ -729,7 +719,7 @@ class NeuroPlastic(torch.optim.Optimizer):
             return x.view(-1) if x.is_contiguous() else x
 
         if group["mode"] == "rule_based":
-            traces = _compiled("traces")
+            traces = compiled(_traces_kernel)
             sums = torch.stack([traces(flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), eps)
                                 .to(sdt) for g, s in zip(grads, states)])
             dg, da, dm = (sums / numel[:, None] + eps).unbind(1)
@@ -737,14 +727,14 @@ class NeuroPlastic(torch.optim.Optimizer):
             ks = torch.stack([1 / dg, group["activity_weight"] / da, group["gradient_weight"] / dg,
                               group["memory_weight"] / dm, amin * one, amax * one, c * one, coupled_wd * one,
                               eps * one], dim=1).to(dt)
-            kern = _compiled("classic")
+            kern = compiled(_classic_kernel)
             out = [kern(flat(p), flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), k)
                    for p, g, s, k in zip(params, grads, states, [r.clone() for r in ks.unbind(0)])]
         else:
             dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
-            kern = _compiled("gradonly")
+            kern = compiled(_gradonly_kernel)
             out = [kern(flat(p), flat(g), k) for p, g, k in zip(params, grads, [r.clone() for r in ks.unbind(0)])]
         u = [x.view_as(g) for (x, _), g in zip(out, grads)]
         norms = torch.stack([sq.to(sdt) for _, sq in out]).sqrt()
