@@ -248,14 +248,15 @@ def _load_agg(results_root: Path, experiment: str, task: str, cache: dict) -> tu
     return path, cache[path]
 
 
+def _yaml(experiments_dir: Path | None, name: str) -> dict | None:
+    """experiments/<name>.yaml as a dict, or None if there is no such file."""
+    f = Path(experiments_dir) / f"{name}.yaml" if experiments_dir else None
+    return (yaml.safe_load(f.read_text()) or {}) if f is not None and f.exists() else None
+
+
 def _gpu_estimate(experiments_dir: Path | None, experiment: str) -> str | None:
     """`gpu_estimate` of experiments/<experiment>.yaml, if that file exists and sets it."""
-    if experiments_dir is None:
-        return None
-    f = Path(experiments_dir) / f"{experiment}.yaml"
-    if not f.exists():
-        return None
-    est = (yaml.safe_load(f.read_text()) or {}).get("gpu_estimate")
+    est = (_yaml(experiments_dir, experiment) or {}).get("gpu_estimate")
     return " ".join(str(est).split()) if est else None
 
 
@@ -312,11 +313,6 @@ def measure(claim: dict, t: dict, results_root: Path, cache: dict, experiments_d
 #: full-scale task that is given in epochs.
 TRAIN_SIZES = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion_mnist": 60000,
                "imdb": 25000, "ag_news": 120000, "voc2012": 1464}
-
-
-def _yaml(experiments_dir: Path | None, name: str) -> dict | None:
-    f = experiments_dir / f"{name}.yaml" if experiments_dir else None
-    return (yaml.safe_load(f.read_text()) or {}) if f is not None and f.exists() else None
 
 
 def full_scale_cost(experiments_dir: Path | None, full: dict, reduced: dict, results_root: Path,
