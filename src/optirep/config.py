@@ -22,6 +22,8 @@ import yaml
 
 DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "schema.yaml"
 SEGMENTATION_METRICS = ("pixel_accuracy", "miou")
+#: Orientation of every task metric (the schema's `metric` enum), for training, aggregation and verdicts.
+HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
 
 
 class ConfigError(ValueError):

@@ -34,9 +34,7 @@ import torch.nn.functional as F
 import optirep
 from optirep import data as datalib
 from optirep import models, optim
-from optirep.config import ConfigError
-
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
+from optirep.config import HIGHER_IS_BETTER, ConfigError
 
 
 # ----------------------------------------------------------------------------- small helpers

@@ -32,6 +32,7 @@ import numpy as np
 import yaml
 
 from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
+from optirep.config import HIGHER_IS_BETTER
 from optirep.report._io import as_float, read_json, write_json
 
 ALPHA = 0.05
@@ -42,7 +43,6 @@ RUN_METRICS = (
     "wall_time_s", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes",
     "optimizer_state_bytes",
 )
-HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
 
 
 class AggregateError(ValueError):
