@@ -58,3 +58,13 @@ def test_state_bytes_counts_each_tensor_once():
     bench = _bench()
     t = torch.zeros(10)
     assert bench.tensor_bytes({"a": t, "b": [t, torch.zeros(5, dtype=torch.float64)]}) == 40 + 40
+
+
+def test_esgd_breakdown_runs_on_tiny_shapes(capsys):
+    path = BENCH.with_name("esgd_breakdown.py")
+    spec = importlib.util.spec_from_file_location("esgd_breakdown", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--shapes", "tiny", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "histc, 100 bins" in out and "`enhanced_sgd_noclosure` step" in out
