@@ -54,6 +54,7 @@ smoke: setup tex
 study: setup tex
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+BENCH_ARGS ?= --shapes all
 bench: setup
 	$(PY) benchmarks/optim_step.py $(BENCH_ARGS)
 

@@ -6,6 +6,7 @@
     optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--trial K | --hp-json F]
     optirep select --experiment E --task T --optimizer L --trials DIR... --out selected.json
     optirep derive-hp --experiment E --optimizer L --runs DIR... --out hp.json   # effective-LR control
+    optirep timing --experiment E --task T --out FILE.json   # interleaved step cost of the task's optimizers
     optirep analyze RUN_DIR --out FILE.json
     optirep aggregate / claims / readme ...     # the report layer (see optirep.report)
 
@@ -157,6 +158,7 @@ COMMANDS = {
     "optimizers": _optimizers,
     "validate": _validate,
     "fetch": _delegate("optirep.data.fetch"),
+    "timing": _delegate("optirep.timing"),
     "analyze": _delegate("optirep.analysis.run"),
     "aggregate": _delegate("optirep.report.aggregate"),
     "claims": _delegate("optirep.report.claims"),
