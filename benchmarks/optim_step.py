@@ -20,14 +20,17 @@ for `baseline == "sgd"`, else AdamW). The issue's targets (BiostatisV6 <= 1.5x f
 <= 1.3x fused AdamW, EnhancedSGD with its statistics <= 4x fused SGD) are marked met or missed, never
 asserted: timings on a shared machine are noisy.
 
-Interleaving: `--rounds` rounds; in each, every candidate (in a fresh shuffled order) builds its optimizer
-on clones of the parameters, runs `--warmup` untimed steps and `--repeats` timed ones; its block median is
-one sample. A ratio is computed per round against the reference's block in the same round, so load that
-drifts between rounds cancels; the table gives the median ratio over rounds and its range. The first
-untimed step of round 1 is reported separately ("first step"): for the compiled paths it holds the
+Interleaving (`--interleave`): in step mode (the default where every candidate fits in `--max-memory-gb`)
+every candidate is built on its own clones of the parameters and warmed up (`--warmup` steps), then each of
+`--rounds` rounds times `--repeats` steps of every candidate, one step of each in turn (a shuffled order per
+round); in block mode (less memory: GPT-2 with every optimizer) each round builds one candidate at a time,
+warms it up and times its `--repeats` steps. Either way a candidate's median over a round is one sample and a
+ratio is computed per round against the reference's sample of the same round, so load that drifts cancels;
+the table gives the median ratio over rounds and its range. The first warm-up step is reported separately
+("first step"): for the compiled paths it holds the
 torch.compile time, served from inductor's on-disk cache when an earlier process compiled the same kernels.
 
-State memory = bytes of every tensor the optimizer holds in `state` (recursively, after the timed steps)
+State memory = bytes of every tensor the optimizer holds in `state` (recursively, after the warm-up steps)
 divided by the bytes of the parameters; Python-side controller state (EnhancedSGD's Q-table) is not tensor
 memory and is not counted.
 """
@@ -190,40 +193,76 @@ def candidates(args) -> list[Candidate]:
     return out
 
 
-def run_block(c: Candidate, base: list[torch.nn.Parameter], args, first: bool) -> None:
-    """Build `c` on clones of `base`, warm up, time `args.repeats` steps; append the block median."""
-    device = base[0].device
-    params = clone_params(base)
-    opt = c.build(params)
-    closure = None
-    if c.closure:
-        const = torch.tensor(1.0, device=device)
-        closure = lambda: const  # noqa: E731 - no forward/backward: the controller path alone is timed
+class Live:
+    """A candidate's optimizer on its own clones of the parameters, ready to step."""
 
-    def step():
-        return opt.step(closure) if closure is not None else opt.step()
+    def __init__(self, c: Candidate, base: list[torch.nn.Parameter]):
+        self.c, self.device = c, base[0].device
+        self.params = clone_params(base)
+        self.opt = c.build(self.params)
+        const = torch.tensor(1.0, device=self.device)
+        # closure candidates: no forward/backward, the controller path alone is timed
+        self.closure = (lambda: const) if c.closure else None
 
-    times = []
-    for i in range(args.warmup + args.repeats):
-        _sync(device)
+    def step(self) -> float:
+        _sync(self.device)
         t0 = time.perf_counter()
-        step()
-        _sync(device)
-        dt = time.perf_counter() - t0
-        if i == 0 and first:
-            c.first_step_s = dt
-        if i >= args.warmup:
-            times.append(dt)
+        self.opt.step(self.closure) if self.closure is not None else self.opt.step()
+        _sync(self.device)
+        return time.perf_counter() - t0
+
+    def warm_up(self, n: int, first: bool) -> None:
+        for i in range(n):
+            dt = self.step()
+            if i == 0 and first:
+                self.c.first_step_s = dt
+
+    def record_state(self) -> None:
+        self.c.path = code_path(self.opt)
+        param_bytes = sum(p.numel() * p.element_size() for p in self.params)
+        self.c.state_per_param_byte = tensor_bytes(list(self.opt.state.values())) / param_bytes
+
+    def close(self) -> None:
+        del self.opt, self.params
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def run_block(c: Candidate, base: list[torch.nn.Parameter], args, first: bool) -> None:
+    """Block mode: build `c`, warm up, time `args.repeats` steps; append the block median."""
+    live = Live(c, base)
+    live.warm_up(args.warmup, first)
+    times = [live.step() for _ in range(args.repeats)]
     c.blocks.append(statistics.median(times))
     c.times += times
     if first:
-        c.path = code_path(opt)
-        param_bytes = sum(p.numel() * p.element_size() for p in params)
-        c.state_per_param_byte = tensor_bytes(list(opt.state.values())) / param_bytes
-    del opt, params
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
+        live.record_state()
+    live.close()
+
+
+def run_interleaved(cands: list[Candidate], base: list[torch.nn.Parameter], args, rng: random.Random,
+                    label: str) -> None:
+    """Step mode: every candidate alive at once; each round times `args.repeats` steps of each, one step of
+    each candidate in turn (a shuffled order per round), so that load changes within a round hit all alike."""
+    lives = [Live(c, base) for c in cands]
+    for live in lives:
+        live.warm_up(args.warmup, first=True)
+        live.record_state()
+    for r in range(args.rounds):
+        order = list(lives)
+        rng.shuffle(order)
+        times: dict[int, list[float]] = {id(v): [] for v in lives}
+        for _ in range(args.repeats):
+            for live in order:
+                times[id(live)].append(live.step())
+        for live in lives:
+            live.c.blocks.append(statistics.median(times[id(live)]))
+            live.c.times += times[id(live)]
+        if not args.quiet:
+            print(f"  [{label}] round {r + 1}/{args.rounds} done", file=sys.stderr)
+    for live in lives:
+        live.close()
 
 
 def _ratio_summary(num: list[float], den: list[float]) -> dict[str, float]:
@@ -237,15 +276,22 @@ def run_shape_set(set_name: str, args) -> dict[str, Any]:
     base = make_params(shapes, torch.device(args.device), getattr(torch, args.dtype))
     cands = candidates(args)
     rng = random.Random(args.seed)
-    for r in range(args.rounds):
-        order = list(cands)
-        rng.shuffle(order)
-        for c in order:
-            run_block(c, base, args, first=(r == 0))
-            if not args.quiet and r == 0:
-                print(f"  [{set_name}] {c.label}: {c.blocks[-1] * 1e3:.3f} ms", file=sys.stderr)
-        if not args.quiet:
-            print(f"  [{set_name}] round {r + 1}/{args.rounds} done", file=sys.stderr)
+    # step mode holds every candidate at once: parameters, gradients and up to 5 state tensors each
+    need = sum(p.numel() * p.element_size() for p in base) * 7 * len(cands)
+    mode = args.interleave if args.interleave != "auto" else ("step" if need <= args.max_memory_gb * 2**30
+                                                              else "block")
+    if mode == "step":
+        run_interleaved(cands, base, args, rng, set_name)
+    else:
+        for r in range(args.rounds):
+            order = list(cands)
+            rng.shuffle(order)
+            for c in order:
+                run_block(c, base, args, first=(r == 0))
+                if not args.quiet and r == 0:
+                    print(f"  [{set_name}] {c.label}: {c.blocks[-1] * 1e3:.3f} ms", file=sys.stderr)
+            if not args.quiet:
+                print(f"  [{set_name}] round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     torch_rows = {(c.family, c.impl): c for c in cands if c.family}
     refs = {}
@@ -273,7 +319,7 @@ def run_shape_set(set_name: str, args) -> dict[str, Any]:
         rows.append(row)
     del base
     gc.collect()
-    return {"n_params": n_params, "n_tensors": len(shapes), "references": refs, "rows": rows}
+    return {"n_params": n_params, "n_tensors": len(shapes), "interleave": mode, "references": refs, "rows": rows}
 
 
 def target_of(name: str) -> tuple[str, str, float] | None:
@@ -283,7 +329,8 @@ def target_of(name: str) -> tuple[str, str, float] | None:
 # ----------------------------------------------------------------------------- output
 def markdown(set_name: str, result: dict[str, Any]) -> str:
     refs = result["references"]
-    head = (f"### {set_name}: {result['n_params']:,} parameters in {result['n_tensors']} tensors\n\n"
+    head = (f"### {set_name}: {result['n_params']:,} parameters in {result['n_tensors']} tensors "
+            f"(interleaved by {result['interleave']})\n\n"
             + "".join(f"torch {fam}: fastest is {ref['impl']} ("
                       + ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in ref["all"].items()) + "). "
                       for fam, ref in refs.items()) + "\n\n")
@@ -314,6 +361,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=5, help="timed steps per block (their median is the sample)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per block first (allocate state, compile)")
     p.add_argument("--seed", type=int, default=0, help="seed of the shuffled candidate order")
+    p.add_argument("--interleave", default="auto", choices=["auto", "step", "block"],
+                   help="step: every candidate alive at once, one step of each in turn; block: one candidate at "
+                        "a time per round (less memory); auto: step if it fits in --max-memory-gb")
+    p.add_argument("--max-memory-gb", type=float, default=8.0,
+                   help="auto: the memory step mode may use (parameters, gradients and state of every candidate)")
     p.add_argument("--dtype", default="float32", choices=["float32", "float64", "bfloat16", "float16"])
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--optimizers", nargs="+", default=None, metavar="NAME",

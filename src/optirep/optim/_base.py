@@ -83,6 +83,9 @@ _COMPILED: dict = {}
 def compiled(fn):
     """`torch.compile(fn)` (dynamic shapes, one graph), built once per process and shared by every optimizer."""
     if fn not in _COMPILED:
+        from ._flat import compile_cache_dir
+
+        compile_cache_dir()  # a cache that outlives /tmp: later processes load the kernels from disk
         _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
     return _COMPILED[fn]
 

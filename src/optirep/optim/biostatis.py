@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
+from ._flat import alias_1d, bump_versions
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -516,8 +517,7 @@ class BiostatisV6(torch.optim.Optimizer):
         sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         sensors, update = compiled(_sensors_kernel), compiled(_update_kernel)
 
-        def flat(x):
-            return x.view(-1) if x.is_contiguous() else x
+        flat = alias_1d  # not x.view(-1): see optim._flat
 
         steps = [s["step"] for s in states]
         bc1 = [1 - b1 ** t for t in steps]
@@ -551,6 +551,7 @@ class BiostatisV6(torch.optim.Optimizer):
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
                              for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
+        bump_versions(work + [s[k] for s in states for k in _STATE_KEYS])
         self._record(gi, C_g, E_g, h, e, parts, fired)
         if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)

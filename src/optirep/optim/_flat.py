@@ -1,0 +1,47 @@
+"""Fast-path plumbing for the compiled kernels of BiostatisV6 and NeuroPlastic (kept out of the optimizer classes).
+
+`alias_1d(x)` hands a tensor to a torch.compile'd kernel as a plain 1-D tensor on the same memory. A
+`x.view(-1)` would do the same arithmetic, but a view carries its `_base` (the parameter with its own
+shape), and dynamo guards on the base's sizes: every new parameter rank then recompiles the kernel
+(3 compiles per kernel on ResNet-18 instead of 2), and each call replays the views of the mutated
+inputs (`as_strided`), which cost as much as a small kernel. `compile_cache_dir()` gives inductor a
+cache directory that outlives /tmp cleaning, so that a later process is served the compiled kernels
+from disk (inductor's FX graph cache) instead of compiling them again.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+#: where inductor caches compiled kernels unless TORCHINDUCTOR_CACHE_DIR is set (shared by every process)
+DEFAULT_CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "optirep" / "torchinductor"
+
+
+def alias_1d(x: torch.Tensor) -> torch.Tensor:
+    """A contiguous `x` as a 1-D tensor sharing its memory and not a view of it (no `_base`); else `x`.
+
+    Writes through the alias change `x`. Its version counter is its own: callers that write through it
+    call `bump_versions` on the originals afterwards, as torch's in-place ops would have.
+    """
+    if not x.is_contiguous():
+        return x
+    out = x.new_empty(0)
+    out.set_(x.untyped_storage(), x.storage_offset(), (x.numel(),), (1,))
+    return out
+
+
+def bump_versions(tensors) -> None:
+    """Count one in-place write on each tensor (what autograd's saved-tensor check looks at)."""
+    for t in tensors:
+        torch.autograd.graph.increment_version(t)
+
+
+def compile_cache_dir() -> str:
+    """TORCHINDUCTOR_CACHE_DIR, set to DEFAULT_CACHE_DIR first if the user has not chosen one."""
+    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+        DEFAULT_CACHE_DIR.mkdir(parents=True, exist_ok=True)
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(DEFAULT_CACHE_DIR)
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]

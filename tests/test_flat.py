@@ -1,0 +1,64 @@
+"""optim._flat: the compiled kernels see parameters of every rank as one 1-D signature (no recompiles).
+
+    python -m pytest -q tests/test_flat.py
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from torch._dynamo.utils import counters
+
+from optirep import optim
+from optirep.optim._flat import alias_1d, compile_cache_dir
+
+
+def test_alias_1d_shares_memory_without_being_a_view():
+    x = torch.arange(12.0).reshape(3, 4)
+    a = alias_1d(x)
+    assert a.shape == (12,) and a._base is None and a.data_ptr() == x.data_ptr()
+    a.mul_(2.0)
+    assert torch.equal(x, torch.arange(12.0).reshape(3, 4) * 2)
+    t = x.t()  # not contiguous: handed over as it is
+    assert alias_1d(t) is t
+    off = torch.arange(10.0)[4:]  # a storage offset is kept
+    assert torch.equal(alias_1d(off), torch.arange(4.0, 10.0))
+
+
+@pytest.mark.parametrize("name", ["biostatis_v6", "neuroplastic"])
+def test_compiled_kernels_compile_once_for_params_of_every_rank(name):
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in [(3, 2, 3, 3), (4,), (8, 4), (5, 1, 2)]]
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    opt = optim.build(name, params, compile=True, diag_every=0)
+    before = counters["stats"]["unique_graphs"]
+    versions = [p._version for p in params]
+    for _ in range(3):
+        opt.step()
+    # two kernels (sensors/traces and update), one graph each, whatever the parameters' ranks
+    assert counters["stats"]["unique_graphs"] - before == 2
+    # writes through the aliases count as in-place writes of the parameters (autograd's saved-tensor check)
+    if name == "biostatis_v6":
+        assert all(p._version > v for p, v in zip(params, versions))
+
+
+def test_compile_cache_dir_respects_the_users_choice(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    assert compile_cache_dir() == str(tmp_path / "mine")
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    import importlib
+
+    import optirep.optim._flat as flat
+
+    flat = importlib.reload(flat)
+    try:
+        assert flat.compile_cache_dir() == str(tmp_path / "xdg" / "optirep" / "torchinductor")
+        assert os.path.isdir(tmp_path / "xdg" / "optirep" / "torchinductor")
+    finally:
+        monkeypatch.undo()
+        importlib.reload(flat)
