@@ -62,3 +62,25 @@ def test_compile_cache_dir_respects_the_users_choice(monkeypatch, tmp_path):
     finally:
         monkeypatch.undo()
         importlib.reload(flat)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_histc_counts_equal_torch_histc_including_values_on_bin_edges(dtype):
+    from optirep.optim._base import AUTO_COMPILE_MIN_NUMEL
+    from optirep.optim._flat import histc_counts
+
+    g = torch.Generator().manual_seed(0)
+    lo, hi = -3e-3, 5e-3
+    parts = [torch.randn(AUTO_COMPILE_MIN_NUMEL // 2, generator=g, dtype=dtype) * 1e-3,
+             torch.linspace(lo, hi, 100 * 64 + 1, dtype=dtype),  # every bin edge and the top edge itself
+             (torch.randn(3, 5, 7, 11, generator=g, dtype=dtype) * 1e-3).clamp(lo, hi),
+             torch.randn(AUTO_COMPILE_MIN_NUMEL // 2, generator=g, dtype=dtype).mul(1e-3).clamp(lo, hi)]
+    parts[0] = parts[0].clamp(lo, hi)
+    lo_t, hi_t = torch.tensor(lo, dtype=dtype), torch.tensor(hi, dtype=dtype)
+    counts = histc_counts(parts, lo_t, hi_t, 100)
+    assert counts is not None and counts.dtype == dtype
+    ref = sum(torch.histc(x, 100, lo, hi) for x in parts)
+    assert torch.equal(counts, ref)
+    # a non-finite range is left to torch.histc (which raises); small inputs stay on torch.histc
+    assert histc_counts(parts, torch.tensor(float("nan"), dtype=dtype), hi_t, 100) is None
+    assert histc_counts([parts[2]], lo_t, hi_t, 100) is None
