@@ -84,3 +84,12 @@ def test_histc_counts_equal_torch_histc_including_values_on_bin_edges(dtype):
     # a non-finite range is left to torch.histc (which raises); small inputs stay on torch.histc
     assert histc_counts(parts, torch.tensor(float("nan"), dtype=dtype), hi_t, 100) is None
     assert histc_counts([parts[2]], lo_t, hi_t, 100) is None
+
+
+def test_abs_tanh_agrees_with_tanh():
+    from optirep.optim._flat import abs_tanh
+
+    x = torch.cat([torch.linspace(-30, 30, 10001, dtype=torch.float64), torch.tensor([0.0, 1e-300, -1e-8, 1e300])])
+    torch.testing.assert_close(abs_tanh(x), x.tanh().abs(), rtol=4e-16, atol=0)
+    x32 = x.float()
+    torch.testing.assert_close(abs_tanh(x32), x32.tanh().abs(), rtol=3e-7, atol=1e-30)

@@ -39,6 +39,14 @@ def bump_versions(tensors) -> None:
         torch.autograd.graph.increment_version(t)
 
 
+def abs_tanh(x: torch.Tensor) -> torch.Tensor:
+    """|tanh x| as -e / (2 + e) with e = expm1(-2|x|), inside compiled kernels: inductor's vectorised exp is
+    ~2x cheaper than its tanh on CPU, and this form is exact at 0, never overflows and agrees with tanh to a
+    few ulp (BiostatisV6's coherence sensor averages it over a whole tensor)."""
+    e = torch.expm1(-2.0 * x.abs())
+    return -e / (2.0 + e)
+
+
 def compile_cache_dir() -> str:
     """TORCHINDUCTOR_CACHE_DIR, set to DEFAULT_CACHE_DIR first if the user has not chosen one."""
     if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):

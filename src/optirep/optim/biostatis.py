@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
-from ._flat import alias_1d, bump_versions
+from ._flat import abs_tanh, alias_1d, bump_versions
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -27,7 +27,7 @@ def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     M1.lerp_(g, 1 - d1)
     M2.lerp_(g, 1 - d2)
-    return torch.stack([(g * g).sum(), g.tanh().abs().sum(), (m * g).sum(), (m * m).sum(),
+    return torch.stack([(g * g).sum(), abs_tanh(g).sum(), (m * g).sum(), (m * m).sum(),
                         m.abs().sum(), v.sqrt().sum()])
 
 
