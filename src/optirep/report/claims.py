@@ -35,6 +35,16 @@ else 1% of |our baseline mean|.
   "not run" if no part was measured, else "inconclusive".
 Diverged runs are never dropped silently: they are counted per side in every record.
 
+Timing claims (`test.source: timing`, metric `step_s` or `opt_step_s`) are judged from the timing
+stage's record `results/<experiment>/timing/<task>.json` (optirep timing: the labels interleaved one
+training step at a time in one process, one commit), not from the training runs. With r the median of
+the per-round paired ratio method/baseline and [lo, hi] its distribution-free 95% interval, and the
+margin delta as a relative effect (as above, relative to 1): "replicated" when the interval lies on the
+claimed side of 1 (lo > 1 for higher, hi < 1 for lower); "not replicated" when it lies wholly on the
+other side, or when the claimed side stays within delta of 1 (hi - 1 < delta for higher); else
+"inconclusive", and always "inconclusive" when the record has fewer repeats than it needs for a claim
+(20). Timing records are not in the Welch/Holm families.
+
 A claim may also carry `full_scale` (same shape as `test`, pointing at a GPU experiment such as
 full_cifar10). It is judged by the same rules into `record["full_scale"]`, in its own families; while
 its results are absent it is "not run" with the experiment's `gpu_estimate`. The headline verdict
@@ -81,8 +91,11 @@ _TEST = {
         "method": {"type": "string", "minLength": 1}, "baseline": {"type": "string", "minLength": 1},
         "metric": {"type": "string", "minLength": 1}, "margin": _MARGIN, "proxy": {"type": "string"},
         "baseline_task": {"type": "string", "pattern": "^[a-z0-9_]+$"},
+        "source": {"enum": ["aggregate", "timing"], "default": "aggregate"},
     },
 }
+#: metrics of a timing record (results/<experiment>/timing/<task>.json) a `source: timing` test may name
+TIMING_METRICS = {"step_s": "ratio_step", "opt_step_s": "ratio_opt_step"}
 CLAIMS_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "optirep claims",
@@ -142,6 +155,11 @@ def validate_claims(doc: Any, source: str = "claims.yaml") -> dict:
             if k > 1:
                 problems.append(f"  claim {cid}: id used {k} times")
         for c in doc["claims"]:
+            for block in ("test", "full_scale"):
+                t = c.get(block) or {}
+                if t.get("source") == "timing" and t["metric"] not in TIMING_METRICS:
+                    problems.append(f"  claim {c['id']}: {block}.metric {t['metric']!r} with source timing "
+                                    f"(allowed values: {', '.join(TIMING_METRICS)})")
             for ref in c.get("derived_from", []):
                 if ref not in ids:
                     problems.append(f"  claim {c['id']}: derived_from names unknown claim {ref!r}")
@@ -260,12 +278,69 @@ def _gpu_estimate(experiments_dir: Path | None, experiment: str) -> str | None:
     return " ".join(str(est).split()) if est else None
 
 
+def measure_timing(claim: dict, t: dict, results_root: Path, cache: dict,
+                   experiments_dir: Path | None = None) -> dict[str, Any]:
+    """The verdict of a `source: timing` test block from the timing stage's record (rules in the module docstring)."""
+    rec = _base_record(claim)
+    rec.update(experiment=t["experiment"], task=t["task"], baseline_task=t["task"], method=t["method"],
+               baseline=t["baseline"], test_metric=t["metric"], proxy=t.get("proxy"), source="timing",
+               gpu_estimate=claim.get("gpu_estimate") or _gpu_estimate(experiments_dir, t["experiment"]))
+    path = results_root / t["experiment"] / "timing" / f"{t['task']}.json"
+    only = cache.get(_ONLY)
+    if (only is not None and t["experiment"] not in only) or not path.exists():
+        return {**rec, "verdict": "not run",
+                "why": f"no timing record yet for {t['experiment']}/{t['task']} (timing/{path.name} absent)"}
+    tr = read_json(path)
+    per = tr.get("per_label", {})
+    for role in ("method", "baseline"):
+        if t[role] not in per:
+            return {**rec, "verdict": "not run",
+                    "why": f"{role} label {t[role]!r} not in {path} (labels: {', '.join(per)})"}
+    m, b = per[t["method"]], per[t["baseline"]]
+    if tr.get("baseline") != t["baseline"]:  # ratios in the record are against its own baseline
+        return {**rec, "verdict": "not run", "why": f"{path} measures against {tr.get('baseline')!r}, "
+                                                   f"the claim against {t['baseline']!r}"}
+    r = m[TIMING_METRICS[t["metric"]]]
+    ratio, lo, hi = (as_float(r[k]) for k in ("median", "lo", "hi"))
+    mb = as_float(b[t["metric"]]["median"])
+    rel_margin, rule = margin_for({**claim, "test": t}, 1.0)
+    rec.update(scale=tr.get("scale"), n_method=tr.get("repeats"), n_baseline=tr.get("repeats"),
+               n_method_diverged=0, n_baseline_diverged=0, n_method_nan=0, n_baseline_nan=0,
+               mean_method=as_float(m[t["metric"]]["median"]), mean_baseline=mb,
+               ratio=ratio, ratio_ci=[lo, hi], ratio_ci_level=r.get("level"),
+               diff=(ratio - 1) * mb, ci_low=(lo - 1) * mb, ci_high=(hi - 1) * mb, p=math.nan, p_holm=math.nan,
+               margin=rel_margin * mb, margin_rule=rule.replace("|baseline mean|", "the baseline's median"),
+               higher_is_better=False, timing_record=str(path), code_paths={k: v["code_path"] for k, v in per.items()},
+               hardware=tr.get("hardware"), git_sha=tr.get("git_sha"))
+    s = 1.0 if claim["direction"] == "higher" else -1.0
+    if claim["direction"] not in ("higher", "lower"):
+        verdict, why = "inconclusive", f"direction {claim['direction']!r} is not judged from a timing record"
+    elif not tr.get("enough_for_claim", False):
+        verdict, why = "inconclusive", (f"{tr.get('repeats')} timed repeats, fewer than the "
+                                        f"{tr.get('min_repeats_for_claim')} a timing claim needs")
+    else:
+        span = f"ratio {ratio:.3f} [{lo:.3f}, {hi:.3f}] over {tr['repeats']} interleaved repeats"
+        near, far = (lo, hi) if s > 0 else (hi, lo)
+        if s * (near - 1) > 0:
+            verdict, why = "replicated", f"{span}: on the claimed side of 1"
+        elif s * (far - 1) < 0:
+            verdict, why = "not replicated", f"{span}: on the opposite side of 1"
+        elif s * (far - 1) < rel_margin:
+            verdict, why = "not replicated", f"{span}: an effect of {rel_margin:.3g} (the margin) is excluded"
+        else:
+            verdict, why = "inconclusive", f"{span}: includes 1"
+    return {**rec, "verdict": verdict, "why": why}
+
+
 def measure(claim: dict, t: dict, results_root: Path, cache: dict, experiments_dir: Path | None = None) -> dict[str, Any]:
     """The comparison behind one test block `t` (no verdict yet), or a "not run" record.
 
     `t.baseline_task` reads the baseline label from another task of the same experiment (e.g.
     Planeswalker's multiplexed vs summed losses are two tasks); both tasks' gates must pass.
+    A `source: timing` block is judged by `measure_timing` (verdict included).
     """
+    if t.get("source") == "timing":
+        return measure_timing(claim, t, results_root, cache, experiments_dir)
     rec = _base_record(claim)
     btask = t.get("baseline_task", t["task"])
     rec.update(experiment=t["experiment"], task=t["task"], baseline_task=btask, method=t["method"],

@@ -34,6 +34,8 @@ DISPLAY = {
     "miou": (100.0, r"\%", 2),
     "time_per_step_s": (1000.0, "ms", 1),
     "time_per_opt_step_s": (1000.0, "ms", 2),
+    "step_s": (1000.0, "ms", 1),      # timing records (optirep timing): medians
+    "opt_step_s": (1000.0, "ms", 2),
     "optimizer_state_bytes": (1.0 / 2**20, "MiB", 2),
     "peak_memory_bytes": (1.0 / 2**20, "MiB", 1),
 }
@@ -171,6 +173,11 @@ def _ours(rec: dict) -> str:
     if fac == 1.0 and unit == "" and dec == 3:
         dec = 4
     unit = f" {unit}" if unit else ""
+    if rec.get("source") == "timing":  # medians and the paired ratio of the interleaved timing stage
+        lo, hi = rec.get("ratio_ci") or (None, None)
+        return (rf"median {fmt(rec['mean_method'], dec, fac)} vs {fmt(rec['mean_baseline'], dec, fac)}{unit}, "
+                rf"ratio {fmt(rec.get('ratio'), 2)} [{fmt(lo, 2)}, {fmt(hi, 2)}] "
+                rf"({rec.get('n_method')} interleaved steps)")
     return (rf"{fmt_pm(rec['mean_method'], rec.get('std_method'), dec, fac)} vs "
             rf"{fmt_pm(rec['mean_baseline'], rec.get('std_baseline'), dec, fac)}{unit} "
             rf"($n$={rec.get('n_method')}/{rec.get('n_baseline')})")

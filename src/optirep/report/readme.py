@@ -36,6 +36,10 @@ def _num(x: Any) -> str:
 def _ours(rec: dict) -> str:
     if "mean_method" not in rec:
         return "–"
+    if rec.get("source") == "timing":  # the interleaved timing stage: medians (s) and the paired ratio
+        lo, hi = rec.get("ratio_ci") or (None, None)
+        return (f"median {_num(rec['mean_method'])} vs {_num(rec['mean_baseline'])} s per step, ratio "
+                f"{_num(rec.get('ratio'))} [{_num(lo)}, {_num(hi)}] ({rec.get('n_method')} interleaved steps)")
     return (f"{_num(rec['mean_method'])} vs {_num(rec['mean_baseline'])} "
             f"(n={rec.get('n_method')}/{rec.get('n_baseline')}, Holm p={_num(rec.get('p_holm'))})")
 
