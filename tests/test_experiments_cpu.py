@@ -21,27 +21,34 @@ def _load(name: str) -> dict:
     return config.load_experiment(EXP / f"{name}.yaml")
 
 
-# (cpu experiment, full experiment, task keys allowed to differ per task)
+# (cpu experiment, full experiment, {cpu task: (its full-scale twin, keys allowed to differ)})
 TWINS = [("cpu_neuroplastic_fmnist", "full_fashion_mnist", {}),
-         ("cpu_enhanced_sgd_mnist", "full_enhanced_sgd", {"mnist_25ep": {"epochs", "eval_every", "optimizers"}})]
+         ("cpu_enhanced_sgd_mnist", "full_enhanced_sgd",
+          {"mnist_2ep": ("mnist_2ep", {"optimizers", "gate"}),
+           "mnist_3ep": ("mnist_25ep", {"epochs", "eval_every", "optimizers", "gate", "description"})})]
 
 
-@pytest.mark.parametrize("cpu,full,differ", TWINS, ids=[t[0] for t in TWINS])
-def test_seed_scale_tasks_equal_their_full_scale_twins(cpu, full, differ):
+@pytest.mark.parametrize("cpu,full,twins", TWINS, ids=[t[0] for t in TWINS])
+def test_seed_scale_tasks_equal_their_full_scale_twins(cpu, full, twins):
     c, f = _load(cpu), _load(full)
     assert c["scale"] == "seed scale, CPU" and c["device"] == "cpu" and c["threads"] == 1
     assert len(c["seeds"]) >= 5
     for tname, task in c["tasks"].items():
-        twin = f["tasks"][tname]
-        allowed = differ.get(tname, set())
+        twin_name, allowed = twins.get(tname, (tname, set()))
+        twin = f["tasks"][twin_name]
         for key in (*PROTOCOL, "epochs", "gate", "optimizers"):
             if key not in allowed:
                 assert task.get(key) == twin.get(key), f"{cpu}.{tname}: {key} {task.get(key)!r} != {full}'s {twin.get(key)!r}"
         assert set(task["optimizers"]) <= set(twin["optimizers"])
+        assert task["epochs"] <= twin["epochs"]
         for lab in task["optimizers"]:
             o, p = c["optimizers"][lab], f["optimizers"][lab]
             assert (o["name"], o.get("hp"), o.get("closure"), o.get("search_space")) == \
                    (p["name"], p.get("hp"), p.get("closure"), p.get("search_space")), f"{cpu}: label {lab} drifted"
+
+
+def test_neuroplastic_runs_under_a_minute_so_ten_seeds():
+    assert _load("cpu_neuroplastic_fmnist")["seeds"] == list(range(10))
 
 
 def test_v6_proxy_keeps_the_seed_model_batch_and_learning_rates():
@@ -69,7 +76,7 @@ def test_planeswalker_proxy_compresses_and_compares_like_with_like():
         terms[len(task["loss_terms"])] = tname
         sums = [lab for lab in task["optimizers"] if c["optimizers"][lab].get("multiplexer", {}).get("mode") != "multiplex"]
         muxes = [lab for lab in task["optimizers"] if lab not in sums]
-        assert len(sums) == len(muxes) == 2
+        assert len(sums) == len(muxes) >= 1
         for s in sums:  # each summed label has a multiplexed twin with the same optimizer, hp and budget
             m = s.replace("sum", "multiplex")
             strip = lambda o: {k: v for k, v in o.items() if k not in ("multiplexer", "description")}  # noqa: E731

@@ -30,7 +30,7 @@ def _cases():
         cfg = config.load_experiment(REPO / "experiments" / f"{exp}.yaml")
         for task, t in cfg["tasks"].items():
             # the task's first label; for the 6-term autoencoder the multiplexed one
-            out.append((exp, task, "multiplex" if task == "ae_terms6" else t["optimizers"][0]))
+            out.append((exp, task, "multiplex_tuned" if task == "ae_terms6" else t["optimizers"][0]))
     return out
 
 
