@@ -95,3 +95,11 @@ def test_the_cpu_workflow_runs_the_real_data_studies_only():
         for tname, task in _load(yaml.safe_load((REPO / f).read_text())["name"])["tasks"].items():
             assert task["dataset"] not in ("digits8", "digits32", "mnist1d"), f"{f}: {tname} is a stand-in task"
     assert set(wf["fetch"]) == {"mnist", "fashion_mnist"}
+
+
+def test_set_steps_replaces_epochs_and_back():
+    """`--set task.steps=N` on an epochs task (and the reverse) sizes the run by the override alone."""
+    np_run = config.resolve_run(_load("cpu_neuroplastic_fmnist"), "mnist", "sgd_tuned", 0, ["task.steps=5"])
+    assert np_run["task"]["steps"] == 5 and "epochs" not in np_run["task"]
+    v6_run = config.resolve_run(_load("cpu_vision_fmnist"), "resnet18_fmnist32", "adamw_published", 0, ["task.epochs=1"])
+    assert v6_run["task"]["epochs"] == 1 and "steps" not in v6_run["task"]
