@@ -15,7 +15,8 @@ without `.gz` (`<DIR>/mnist/train-images-idx3-ubyte`), or recompressed (Debian's
 `dataset-fashion-mnist`: `--mirror /usr/share/datasets`, whose `fashion-mnist/` directory is
 accepted for `fashion_mnist`); both are verified by the md5 of the decompressed content recorded
 in `optirep.data.sources`, a download by the published `.gz` md5. A file that fails is an error
-naming it, its md5 and the expected ones; the files the failed call had put in place are removed. Hugging Face datasets take the hub's parquet files:
+naming it, its md5 and the expected ones; the files the failed call had put in place are removed.
+Hugging Face datasets take the hub's parquet files:
 `<DIR>/wikitext2/{train,validation,test}-00000-of-00001.parquet`,
 `<DIR>/wikitext103/train-0000{0,1}-of-00002.parquet` (+ validation, test),
 `<DIR>/imdb/{train,test}-00000-of-00001.parquet`, `<DIR>/ag_news/{train,test}-00000-of-00001.parquet`
@@ -175,17 +176,17 @@ def _verify(path: Path, f: RemoteFile, form: str | None = None, downloaded: bool
     return digest
 
 
-def forms(f: RemoteFile) -> list[str]:
+def _forms(f: RemoteFile) -> list[str]:
     """The names a copy of `f` may have in a mirror or the data root: the original, then the decompressed one."""
     return [f.name] + ([f.raw_name] if f.raw_name else [])
 
 
 def installed(dest: Path, f: RemoteFile) -> Path:
     """The verified copy of `f` under a fetched dataset directory `dest`, in whichever form it was obtained."""
-    for n in forms(f):
+    for n in _forms(f):
         if (dest / n).is_file():
             return dest / n
-    raise FetchError(f"{dest}: no {' or '.join(forms(f))} ({f.note}); remove {dest / MARKER} and fetch again")
+    raise FetchError(f"{dest}: no {' or '.join(_forms(f))} ({f.note}); remove {dest / MARKER} and fetch again")
 
 
 def _where_to_place(f: RemoteFile, source: Source, dest: Path, mirror: Path | None) -> str:
@@ -201,7 +202,7 @@ def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None, new:
 
     Files this call creates are appended to `new` (so a later failure can remove them).
     """
-    for n in forms(f):
+    for n in _forms(f):
         target = dest / n
         if target.exists():
             # Only verified files are renamed into place, so a failing one was put there by hand:
@@ -212,7 +213,7 @@ def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None, new:
                 raise FetchError(f"{source.name}: existing {target} fails verification ({exc}); remove or replace it") from None
     if mirror is not None:
         for d in (source.name, *source.mirror_aliases):
-            for n in forms(f):
+            for n in _forms(f):
                 src = mirror / d / n
                 if src.is_file():
                     return n, _install(dest / n, f, lambda tmp, src=src: shutil.copyfile(src, tmp), str(src), new, form=n)
