@@ -436,8 +436,7 @@ def test_orthogonal_step_uses_the_ramped_lambda(foreach):
     qn, lim = math.sqrt(_dot(q, q)), 0.5 * math.sqrt(_dot(G1, G1))
     assert 0 < qn < lim
     expect = torch.tensor([w - lr * (x + y) for w, x, y in zip(P0, G1, q)], dtype=torch.float64)
-    # q = (alpha - alpha_g) g minus its projection: cancellation leaves ~1e-11 of rounding
-    torch.testing.assert_close(p, expect, atol=1e-11, rtol=0)
+    torch.testing.assert_close(p, expect, atol=1e-14, rtol=0)
 
 
 @pytest.mark.parametrize("foreach", [False, True])

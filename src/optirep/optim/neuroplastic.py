@@ -781,10 +781,11 @@ class NeuroPlastic(BioOptimizer):
             coef = qg / (gg + eps)
             torch._foreach_sub_(q, torch._foreach_mul(grads, cast_list(coef, dt)))
             # the seed's small-gradient skip (||g||^2 <= eps: no term) folded into the per-tensor scale
-            scale = torch.where(gg > eps, group["orthogonal_lambda"] * self._orthogonal_gate(group), 0.0).to(gn.dtype)
+            lam = torch.full_like(gn, group["orthogonal_lambda"] * self._orthogonal_gate(group))
+            scale = torch.where(gg.to(gn.dtype) > eps, lam, torch.zeros_like(lam))
             if group["match_grad_norm"]:
-                qn = torch.stack(torch._foreach_norm(q))
-                scale = torch.where(qn > eps, gn / (qn + eps), 1.0).to(gn.dtype) * scale
+                qn = torch.stack(torch._foreach_norm(q)).to(gn.dtype)
+                scale = torch.where(qn > eps, gn / (qn + eps), torch.ones_like(qn)) * scale
             torch._foreach_mul_(q, cast_list(scale, dt))
             limit = group["orthogonal_max_ratio"] * gn
             torch._foreach_mul_(q, cast_list(self._excess(q, limit, eps), dt))
