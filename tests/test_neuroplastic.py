@@ -521,3 +521,81 @@ def test_bounded_residual_clip_uses_clip_eps(foreach, clip_eps):
     torch.testing.assert_close(p, expect, atol=1e-20, rtol=1e-14)
     other = 1e-8 if clip_eps == 1e-12 else 1e-12
     assert abs(lim / (rn + other) - lim / (rn + clip_eps)) > 1e-3 * lim / rn, "the example must tell them apart"
+
+
+# ---------------------------------------------------------------- run state outside optirep's trainer (issue #13)
+def _loop(opt, p, grads, set_epoch_every=None):
+    for i, g in enumerate(grads):
+        if set_epoch_every and i % set_epoch_every == 0:
+            opt.set_epoch(i // set_epoch_every + 1)
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return p.detach().clone()
+
+
+GRADS6 = [[x * (1 + 0.3 * k) - 0.05 * k for x in G1] for k in range(6)]
+
+
+def test_steps_per_epoch_derives_the_epoch_like_set_epoch():
+    """steps_per_epoch=2: steps 1-2 are epoch 1, 3-4 epoch 2, 5-6 epoch 3 (what optirep's train does)."""
+    hp = dict(lr=0.1, warmup_epochs=2, plasticity_scale=2.0)
+    a = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    oa, ob = NeuroPlastic([a], steps_per_epoch=2, **hp), NeuroPlastic([b], **hp)
+    pa, pb = _loop(oa, a, GRADS6), _loop(ob, b, GRADS6, set_epoch_every=2)
+    assert torch.equal(pa, pb)
+    assert oa.param_groups[0]["epoch"] == 3
+    c = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(RuntimeWarning):
+        pc = _loop(NeuroPlastic([c], **hp), c, GRADS6)  # epoch stuck at 1: the gradient-only ablation
+    assert (pc - pa).abs().max() > 1e-4
+
+
+def test_epoch_gated_mechanism_without_an_epoch_source_warns_once():
+    p = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    opt = NeuroPlastic([p], lr=0.1, warmup_epochs=2)
+    with pytest.warns(RuntimeWarning, match=r"NeuroPlastic: warmup_epochs=2 .* gates on the epoch, but neither "
+                                            r"set_epoch\(\) nor steps_per_epoch= is used") as rec:
+        _loop(opt, p, GRADS6)
+    assert len([w for w in rec if "gates on the epoch" in str(w.message)]) == 1
+    import warnings
+    for kw, every in (({"steps_per_epoch": 3}, None), ({}, 2), ({"warmup_epochs": 0}, None)):
+        q = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _loop(NeuroPlastic([q], **{"lr": 0.1, "warmup_epochs": 2, **kw}), q, GRADS6, set_epoch_every=every)
+
+
+def test_add_param_group_inherits_epoch_and_total_epochs():
+    """A group added after set_total_epochs(10); set_epoch(3) (e.g. an unfrozen head) is in epoch 3 of 10."""
+    p, head = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    opt = optim.build("neuroplastic", [p], lr=0.1, warmup_epochs=2, plasticity_scale=2.0)
+    opt.set_total_epochs(10)
+    opt.set_epoch(3)
+    opt.add_param_group({"params": [head]})
+    g = opt.param_groups[1]
+    assert (g["epoch"], g["total_epochs"]) == (3, 10)
+    assert NeuroPlastic._mix_weight(g) == 2.0  # warm-up done: full plasticity_scale, not the epoch-1 gate 0
+    other = torch.zeros(2, requires_grad=True)
+    opt.add_param_group({"params": [other], "epoch": 1})  # an explicit value wins
+    assert opt.param_groups[2]["epoch"] == 1
+
+
+def test_resume_keeps_the_diagnostic_step_counter_and_sums():
+    """The diag_every phase and the running means survive state_dict(): a resumed optimizer reads the same."""
+    grads = GRADS6 * 2
+
+    def fresh():
+        p = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+        return p, NeuroPlastic([p], lr=0.1, diag_every=4)
+
+    p, ref = fresh()
+    _loop(ref, p, grads)
+    q, part = fresh()
+    _loop(part, q, grads[:7])
+    r, resumed = fresh()
+    r.data.copy_(q.detach())
+    resumed.load_state_dict(part.state_dict())
+    _loop(resumed, r, grads[7:])
+    assert torch.equal(p.detach(), r.detach())
+    assert resumed.diagnostics() == ref.diagnostics() != {}
