@@ -44,12 +44,21 @@ class Diagnostics:
         self._last: dict[str, torch.Tensor | float] = {}
         self._n: dict[str, int] = {}
 
+    # Outside any torch.compile'd region (torch.compile(opt.step)): the Python-int counts would otherwise be
+    # guarded on and recompile the step every time they change.
+    @torch.compiler.disable
     def record(self, key: str, value: torch.Tensor | float) -> None:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().float()
-        self._last[key] = value
-        self._sum[key] = self._sum.get(key, 0.0) + value
-        self._n[key] = self._n.get(key, 0) + 1
+        self.record_all({key: value})
+
+    @torch.compiler.disable
+    def record_all(self, values: dict[str, torch.Tensor | float]) -> None:
+        """`record(key, value)` for every item, in one call (one graph break under torch.compile)."""
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                value = value.detach().float()
+            self._last[key] = value
+            self._sum[key] = self._sum.get(key, 0.0) + value
+            self._n[key] = self._n.get(key, 0) + 1
 
     def pending(self) -> bool:
         """Whether anything was recorded since the previous `read()`."""

@@ -264,8 +264,11 @@ class BiostatisV6(BioOptimizer):
                 state[key] = torch.zeros_like(p, dtype=self._work_dtype(p), memory_format=torch.preserve_format)
         return state
 
+    # Host-side bookkeeping (Python-int step counters) runs outside any torch.compile'd region, so that
+    # torch.compile(opt.step) does not guard on the counters and recompile every step.
+    @torch.compiler.disable
     def _collect(self, group: dict):
-        """Params with a gradient, their float32/float64 working copies and their states."""
+        """Params with a gradient, their float32/float64 working copies and their states (step counters advanced)."""
         params, work, grads, states = [], [], [], []
         for p in group["params"]:
             if p.grad is None or p.numel() == 0:
@@ -280,6 +283,19 @@ class BiostatisV6(BioOptimizer):
             state["step"] += 1
             states.append(state)
         return params, work, grads, states
+
+    @staticmethod
+    @torch.compiler.disable
+    def _host_scalars(group: dict, states, grads, sdt: torch.dtype, dev: torch.device):
+        """Per-tensor step-dependent scalars as one [5, T] tensor on `dev` (rows: n, bc1, sqrt(bc2), 1/sqrt(bc2),
+        ascent ramp) and whether this is a diagnostics step. No device sync: the counters are host ints."""
+        b1, b2 = group["betas"]
+        steps = [s["step"] for s in states]
+        bc2s = [math.sqrt(1 - b2 ** t) for t in steps]
+        host = torch.tensor([[g.numel() for g in grads], [1 - b1 ** t for t in steps], bc2s, [1 / x for x in bc2s],
+                             [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]],
+                            dtype=sdt).to(dev, non_blocking=True)
+        return host, group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0
 
     @staticmethod
     def _gains(group: dict, E_g, C_g, E_l, C_l):
@@ -306,25 +322,18 @@ class BiostatisV6(BioOptimizer):
 
     def _record(self, gi: int, C_g, E_g, h, e, parts, fired) -> None:
         sfx = "" if gi == 0 else f"/group{gi}"
-        rec = self._diag.record
-        rec("C_g" + sfx, C_g)
-        rec("E_g" + sfx, E_g)
-        rec("h_g" + sfx, parts["h_g"])
-        rec("e_g" + sfx, parts["e_g"])
+        vals = {"C_g": C_g, "E_g": E_g, "h_g": parts["h_g"], "e_g": parts["e_g"]}
         if "h_l" in parts:
-            rec("h_local_mean" + sfx, parts["h_l"].mean())
-            rec("e_local_mean" + sfx, parts["e_l"].mean())
-        rec("h_mean" + sfx, h.mean())
-        rec("e_mean" + sfx, e.mean())
-        rec("h_min" + sfx, h.min())
-        rec("h_max" + sfx, h.max())
-        rec("ascent_fired_share" + sfx, fired.to(h.dtype).mean())
+            vals.update(h_local_mean=parts["h_l"].mean(), e_local_mean=parts["e_l"].mean())
+        vals.update(h_mean=h.mean(), e_mean=e.mean(), h_min=h.min(), h_max=h.max(),
+                    ascent_fired_share=fired.to(h.dtype).mean())
+        self._diag.record_all({k + sfx: v for k, v in vals.items()})
 
     def _record_share(self, gi: int, extra_sq, adam_sq) -> None:
         """Extra-term share: ||(lr/bc1)(mc F + gc g~)|| / ||(lr/bc1) m/denom|| over the group, and max per tensor."""
         sfx = "" if gi == 0 else f"/group{gi}"
-        self._diag.record("extra_share" + sfx, (extra_sq.sum() / adam_sq.sum()).sqrt())
-        self._diag.record("extra_share_max" + sfx, (extra_sq / adam_sq).sqrt().max())
+        self._diag.record_all({"extra_share" + sfx: (extra_sq.sum() / adam_sq.sum()).sqrt(),
+                               "extra_share_max" + sfx: (extra_sq / adam_sq).sqrt().max()})
 
     # ------------------------------------------------------------------ step
 
@@ -453,13 +462,8 @@ class BiostatisV6(BioOptimizer):
         M2_l = [s["memory_ema_2"] for s in states]
 
         # Per-tensor host scalars (the step counters are Python ints, so no sync).
-        steps = [s["step"] for s in states]
-        bc1 = [1 - b1 ** t for t in steps]
-        bc2_sqrt = [math.sqrt(1 - b2 ** t) for t in steps]
-        ramp = [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]
-        numel = [g.numel() for g in grads]
-        host = torch.tensor([numel, bc1, ramp], dtype=sdt).to(dev, non_blocking=True)
-        n_t, bc1_t, ramp_t = host[0], host[1], host[2]
+        host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
+        n_t, bc1_t, bc2s_t, _, ramp_t = host.unbind()
 
         def stack(xs):
             if len({x.dtype for x in xs}) > 1 or xs[0].dtype != sdt:
@@ -508,7 +512,7 @@ class BiostatisV6(BioOptimizer):
         if not group["symmetric_polarity"]:
             torch._foreach_addcmul_(extras, abs_g, (gc * half_tanh).to(grads[0].dtype).unbind())
         if not group["bias_correct_extras"]:
-            torch._foreach_mul_(extras, bc1)
+            torch._foreach_mul_(extras, bc1_t.unbind())
 
         torch._foreach_mul_(abs_g, 2.0)
         torch._foreach_sigmoid_(abs_g)
@@ -521,9 +525,8 @@ class BiostatisV6(BioOptimizer):
         e = e.expand_as(n_t)
 
         # denom = sqrt(v)/sqrt(bc2) + eps
-        torch._foreach_div_(sq, bc2_sqrt)
+        torch._foreach_div_(sq, bc2s_t.unbind())
         torch._foreach_add_(sq, eps)
-        diag_due = group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0
         step_size = lr / bc1_t
         if diag_due:
             adam = torch._foreach_div(m_l, sq)
@@ -558,13 +561,8 @@ class BiostatisV6(BioOptimizer):
         def flat(x):
             return x.view(-1) if x.is_contiguous() else x
 
-        steps = [s["step"] for s in states]
-        bc1 = [1 - b1 ** t for t in steps]
-        host = torch.tensor([[g.numel() for g in grads], bc1,
-                             [1 / math.sqrt(1 - b2 ** t) for t in steps],
-                             [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]],
-                            dtype=sdt).to(dev, non_blocking=True)
-        n_t, bc1_t, inv_bc2s, ramp_t = host.unbind()
+        host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
+        n_t, bc1_t, _, inv_bc2s, ramp_t = host.unbind()
         tensors = [[flat(x) for x in (g, s["exp_avg"], s["exp_avg_sq"], s["memory_ema_1"], s["memory_ema_2"])]
                    for g, s in zip(grads, states)]
         sums = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
@@ -590,7 +588,7 @@ class BiostatisV6(BioOptimizer):
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
                              for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
         self._record(gi, C_g, E_g, h, e, parts, fired)
-        if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
+        if diag_due:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)
 
     # ------------------------------------------------------------------ state and diagnostics
