@@ -429,18 +429,7 @@ class NeuroPlastic(BioOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        run = self._run
-        if self._steps_per_epoch is not None:
-            epoch = run["steps"] // self._steps_per_epoch + 1
-            for g in self.param_groups:
-                g["epoch"] = epoch
-        elif not run["epoch_set"]:
-            self._check_epoch_gates()
-        run["steps"] += 1
-        diag_on = [g["diag_every"] > 0 and (run["steps"] - 1) % g["diag_every"] == 0 for g in self.param_groups]
-        need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
-                          for g in self.param_groups)
-        labels = self._layer_labels() if need_labels else {}
+        diag_on, labels = self._begin_step()
         controller = any(g["lr_controller_mode"] != "off" for g in self.param_groups)
 
         pending = []  # (group, params, updates, per-tensor scales, sigmas, labels) awaiting the LR controller
@@ -476,6 +465,33 @@ class NeuroPlastic(BioOptimizer):
         if diag_alpha:
             self._record_alpha(diag_alpha, diag_clip)
         return loss
+
+    # Host-side bookkeeping (Python-int counters) runs outside any torch.compile'd region, so that
+    # torch.compile(opt.step) does not guard on the counters and recompile every step.
+    @torch.compiler.disable
+    def _begin_step(self) -> tuple[list[bool], dict[int, int]]:
+        """Advance the step counter (and the epoch with steps_per_epoch); (diagnostic step per group, layer labels)."""
+        run = self._run
+        if self._steps_per_epoch is not None:
+            epoch = run["steps"] // self._steps_per_epoch + 1
+            for g in self.param_groups:
+                g["epoch"] = epoch
+        elif not run["epoch_set"]:
+            self._check_epoch_gates()
+        run["steps"] += 1
+        diag_on = [g["diag_every"] > 0 and (run["steps"] - 1) % g["diag_every"] == 0 for g in self.param_groups]
+        need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
+                          for g in self.param_groups)
+        return diag_on, (self._layer_labels() if need_labels else {})
+
+    @staticmethod
+    @torch.compiler.disable
+    def _adam_corrections(states, b1: float, b2: float, dtype: torch.dtype, device: torch.device):
+        """(1 - b1^t, sqrt(1 - b2^t)) per tensor as 0-d tensors, from the CPU step counters (no device sync)."""
+        steps = [s["step"].item() for s in states]
+        host = torch.tensor([[1.0 - b1 ** k for k in steps], [math.sqrt(1.0 - b2 ** k) for k in steps]], dtype=dtype)
+        bc1, bc2s = host.to(device, non_blocking=True).unbind()
+        return bc1.unbind(), bc2s.unbind()
 
     def _check_epoch_gates(self) -> None:
         """Warn once if a mechanism reads the epoch while nothing ever moves it."""
@@ -566,11 +582,11 @@ class NeuroPlastic(BioOptimizer):
                 t = torch.as_tensor(m, dtype=torch.float32, device=p.device).float()
                 vals.append(t)
                 by_label[0 if lab == _MIDDLE else lab].append(t)
-        if vals:
-            self._diag.record("lr_multiplier", torch.stack(vals).mean())
+        rec = {"lr_multiplier": torch.stack(vals).mean()} if vals else {}
         for lab, name in enumerate(_LAYER_NAMES):
             if by_label[lab]:
-                self._diag.record(f"lr_multiplier_{name}", torch.stack(by_label[lab]).mean())
+                rec[f"lr_multiplier_{name}"] = torch.stack(by_label[lab]).mean()
+        self._diag.record_all(rec)
 
     @staticmethod
     def _sigma(alpha: torch.Tensor, alpha_g: torch.Tensor) -> torch.Tensor:
@@ -858,9 +874,7 @@ class NeuroPlastic(BioOptimizer):
     def _hybrid_foreach(self, group, params, grads, states, alpha, labels, eps, dt):
         if group["hybrid_base"] == "adamw":
             b1, b2 = group["base_betas"]
-            steps = [s["step"].item() for s in states]  # CPU tensors: no device sync
-            bc1 = [1.0 - b1 ** k for k in steps]
-            bc2s = [math.sqrt(1.0 - b2 ** k) for k in steps]
+            bc1, bc2s = self._adam_corrections(states, b1, b2, dt, grads[0].device)
             ms = [s["base_exp_avg"] for s in states]
             vs = [s["base_exp_avg_sq"] for s in states]
             torch._foreach_lerp_(ms, grads, 1.0 - b1)
@@ -905,20 +919,16 @@ class NeuroPlastic(BioOptimizer):
         a = torch.cat([x.float() for x in alphas])
         amin = self.param_groups[0]["amin"]
         amax = self.param_groups[0]["amax"]
-        d = self._diag
-        d.record("alpha_min", a.min())
-        d.record("alpha_max", a.max())
-        d.record("alpha_mean", a.mean())
-        d.record("alpha_frac_negative", (a < 0).float().mean())
-        d.record("alpha_frac_outside", ((a < amin) | (a > amax)).float().mean())
+        rec = {"alpha_min": a.min(), "alpha_max": a.max(), "alpha_mean": a.mean(),
+               "alpha_frac_negative": (a < 0).float().mean(),
+               "alpha_frac_outside": ((a < amin) | (a > amax)).float().mean()}
         # torch.quantile caps its input size: a fixed stride subsample keeps it bounded
         stride = max(1, a.numel() // 1_000_000)
         q = torch.quantile(a[::stride], torch.tensor([0.01, 0.5, 0.99], device=a.device))
-        d.record("alpha_q01", q[0])
-        d.record("alpha_q50", q[1])
-        d.record("alpha_q99", q[2])
+        rec.update(alpha_q01=q[0], alpha_q50=q[1], alpha_q99=q[2])
         if clipped:
-            d.record("update_clip_frac", torch.stack([c.reshape(()) for c in clipped]).mean())
+            rec["update_clip_frac"] = torch.stack([c.reshape(()) for c in clipped]).mean()
+        self._diag.record_all(rec)
 
     def diagnostics(self) -> dict[str, float]:
         """Coefficient statistics (alpha_min/max/mean/q01/q50/q99/frac_negative/frac_outside), stabiliser
