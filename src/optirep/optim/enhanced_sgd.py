@@ -285,6 +285,7 @@ class EnhancedSGD(BioOptimizer):
         self.state["controller"]["epoch"] = int(epoch)
         self.state["controller"]["epoch_set"] = True
 
+    @torch.compiler.disable
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         if self._noise_gen is None or self._noise_gen.device != device:
             self._noise_gen = torch.Generator(device=device).manual_seed(self.state["controller"]["seed"])
@@ -344,17 +345,7 @@ class EnhancedSGD(BioOptimizer):
             with torch.enable_grad():
                 loss = closure()
         ctl = self.state["controller"]
-        if self.steps_per_epoch is not None:
-            ctl["epoch"] = ctl["step"] // self.steps_per_epoch + 1
-        ctl["step"] += 1
-        if self.controller and closure is None:
-            self._warn_once("closure", f"{_NAME}: controller=True but step() got no closure, so the Q-learning "
-                            "controller does not run (Path A: the seed's experiments); pass a closure that "
-                            "returns the loss, or controller=False ('enhanced_sgd_noclosure') to silence this")
-        elif self.controller and self.steps_per_epoch is None and not ctl.get("epoch_set", True):
-            self._warn_once("epoch", f"{_NAME}: the controller reads the epoch (Q-state and lr decay), but neither "
-                            "set_epoch() nor steps_per_epoch= is used, so the epoch stays 1; call "
-                            "opt.set_epoch(epoch) at each epoch start or pass steps_per_epoch=len(train_loader)")
+        self._begin_step(closure is None)
 
         per_group = []
         all_grads = []
@@ -373,23 +364,35 @@ class EnhancedSGD(BioOptimizer):
 
         run_controller = self.controller and loss is not None
         clip = None
+        stats: dict[str, Any] = {}
         if any(g["gradient_clipping"] for g in self.param_groups) or self.grad_retention or self.controller:
             sigma2, entropy = self._update_stats(all_grads)
             if any(g["gradient_clipping"] for g in self.param_groups):
                 bound = (2.0 * sigma2.sqrt()).clamp(0.5, 10.0)
                 clip = torch.where(sigma2 > 0, bound, torch.full_like(bound, math.inf))
-                self._diag.record("clip", clip)
-            self._diag.record("sigma2", sigma2)
+                stats["clip"] = clip
+            stats["sigma2"] = sigma2
             if entropy is not None:
-                self._diag.record("entropy", entropy)
+                stats["entropy"] = entropy
 
         if run_controller:
-            lrs, moms, gscale, obs = self._control(loss)
+            self._controlled_update(loss, per_group, all_grads, clip, stats)
         else:
             lrs = [g["lr"] for g in self.param_groups]
             moms = [g["momentum"] for g in self.param_groups]
-            gscale, obs = None, None
+            self._update(per_group, all_grads, lrs, moms, clip, None, None, stats)
+        return loss
 
+    @torch.compiler.disable
+    def _controlled_update(self, loss, per_group, all_grads, clip, stats) -> None:
+        """Path B: the controller's lr and momentum change every step and come from host values (the Q-table),
+        so the whole controlled update runs outside any compiled region (no per-value recompiles)."""
+        lrs, moms, gscale, obs = self._control(loss)
+        self._update(per_group, all_grads, lrs, moms, clip, gscale, obs, stats)
+        self._learn(obs)
+
+    def _update(self, per_group, all_grads, lrs, moms, clip, gscale, obs, stats) -> None:
+        """The groups' heavy-ball updates of the processed gradients, then the step's diagnostics."""
         noise_gen = self._noise_generator(all_grads[0].device)
         for group, (ps, gs), lr, mu in zip(self.param_groups, per_group, lrs, moms):
             if not ps:
@@ -405,14 +408,33 @@ class EnhancedSGD(BioOptimizer):
             if self.grad_retention:
                 self._retain(processed, gs, obs)
 
-        self._diag.record("lr", lrs[0])
-        self._diag.record("momentum", moms[0])
-        self._diag.record("epsilon", ctl["epsilon"])
-        self._diag.record("lr_scale", ctl["scales"]["lr_scale"])
-        if run_controller:
-            self._learn(obs)
-        return loss
+        self._record_step(stats, lrs[0], moms[0])
 
+    # The host-side parts (Python-int counters, the Q-table, the noise generator, histc's host bounds, the
+    # retention deque) run outside any torch.compile'd region, so that torch.compile(opt.step) neither breaks
+    # inside a loop nor guards on values that change every step.
+    @torch.compiler.disable
+    def _begin_step(self, no_closure: bool) -> None:
+        """Advance the step counter (and the epoch with steps_per_epoch); the one-time warnings."""
+        ctl = self.state["controller"]
+        if self.steps_per_epoch is not None:
+            ctl["epoch"] = ctl["step"] // self.steps_per_epoch + 1
+        ctl["step"] += 1
+        if self.controller and no_closure:
+            self._warn_once("closure", f"{_NAME}: controller=True but step() got no closure, so the Q-learning "
+                            "controller does not run (Path A: the seed's experiments); pass a closure that "
+                            "returns the loss, or controller=False ('enhanced_sgd_noclosure') to silence this")
+        elif self.controller and self.steps_per_epoch is None and not ctl.get("epoch_set", True):
+            self._warn_once("epoch", f"{_NAME}: the controller reads the epoch (Q-state and lr decay), but neither "
+                            "set_epoch() nor steps_per_epoch= is used, so the epoch stays 1; call "
+                            "opt.set_epoch(epoch) at each epoch start or pass steps_per_epoch=len(train_loader)")
+
+    @torch.compiler.disable
+    def _draw_noise(self, gen: torch.Generator, gs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """N(0, 1) tensors shaped like `gs`, drawn in order from the noise generator."""
+        return [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
+
+    @torch.compiler.disable
     def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
         ctl = self.state["controller"]
@@ -443,6 +465,12 @@ class EnhancedSGD(BioOptimizer):
             entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads])
             ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
         return sigma2, entropy
+
+    @torch.compiler.disable
+    def _record_step(self, stats: dict, lr, momentum) -> None:
+        ctl = self.state["controller"]
+        self._diag.record_all({**stats, "lr": lr, "momentum": momentum, "epsilon": ctl["epsilon"],
+                               "lr_scale": ctl["scales"]["lr_scale"]})
 
     # Both group updates apply the same ops in the same order, drawing the noise tensor by tensor
     # from the same generator, so they agree in float64 to rounding.
@@ -478,7 +506,7 @@ class EnhancedSGD(BioOptimizer):
                 fresh = True
             torch._foreach_clamp_max_(gs, [clip] * len(gs))
         if group["apply_noise"]:
-            noise = [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
+            noise = self._draw_noise(gen, gs)
             if fresh:
                 torch._foreach_add_(gs, noise, alpha=group["noise_scale"])
             else:
@@ -493,6 +521,7 @@ class EnhancedSGD(BioOptimizer):
         torch._foreach_add_(ps, bufs, alpha=-lr)
         return gs
 
+    @torch.compiler.disable
     def _retain(self, processed, raw, obs) -> None:
         entropy = self.state["controller"]["entropy"]
         if obs is not None:  # Path B: H is already on the host
