@@ -370,3 +370,53 @@ def test_param_group_layout_does_not_change_the_algorithm(name, foreach):
 
     for p, q in zip(run(False).parameters(), run(True).parameters()):
         torch.testing.assert_close(p, q, atol=1e-13, rtol=1e-11)
+
+
+@pytest.mark.parametrize("name", BIO)
+def test_compiled_step_stops_recompiling_and_matches_eager(name):
+    """torch.compile(opt.step), PyTorch's recipe for compiling an optimizer: the number of compiled graphs stops
+    growing after the first steps (no guard on a per-step counter or value) and the results equal eager steps.
+
+    The guards are dynamo's whatever the backend, so the "eager" backend (dynamo's tracing and guards, no code
+    generation) keeps this short; the recompile limit is raised so that a per-step recompile could not hide
+    behind it.
+    """
+    import inspect
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    r = BY_NAME[name]
+    cls = optim.spec(name).cls
+    hp = {**r.hp, **({"diag_every": 2} if "diag_every" in inspect.signature(cls).parameters else {})}
+    data = _batch()
+    me, mc = _mlp(), _mlp()
+    oe, oc = optim.build(name, me.parameters(), **hp), optim.build(name, mc.parameters(), **hp)
+    torch._dynamo.reset()
+    counters.clear()
+    graphs = []
+    with torch._dynamo.config.patch(recompile_limit=64):
+        step = torch.compile(oc.step, backend="eager")
+        x, y = data
+        for _ in range(12):
+            for model, opt, fn in ((me, oe, oe.step), (mc, oc, step)):
+                def closure():
+                    opt.zero_grad()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    return loss
+                if r.closure:
+                    fn(closure)
+                else:
+                    closure()
+                    fn()
+            graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert graphs[0] > 0, "nothing was compiled"
+    assert graphs[-1] == graphs[-4], f"{name}: compiled graphs per step {graphs} still growing"
+    for p, q in zip(me.parameters(), mc.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    de, dc = oe.diagnostics(), oc.diagnostics()
+    assert de.keys() == dc.keys()
+    for k in de:
+        assert dc[k] == pytest.approx(de[k], rel=1e-4, abs=1e-6, nan_ok=True), k
