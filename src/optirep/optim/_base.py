@@ -123,6 +123,10 @@ class BioOptimizer(torch.optim.Optimizer):
       keys named in `_RUN_KEYS` (e.g. NeuroPlastic's `epoch`, `total_epochs`) from the first group
       instead of the constructor's defaults, unless the new group sets them itself.
     * `_warn_once(key, message)`: one RuntimeWarning per optimizer and key.
+    * `torch.compile(opt.step)` compiles once: subclasses keep host-side bookkeeping (Python-int counters,
+      Python-float schedules, Q-tables, generators, the diagnostics' running sums) in
+      `torch.compiler.disable`d helpers, so that dynamo guards on no value that changes every step. A float
+      lr that changes every step (an LR scheduler) still recompiles per value, as with torch's optimizers.
 
     Subclasses set `_NAME` and call `self._init_run_state()` after `super().__init__`.
     """
