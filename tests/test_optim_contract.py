@@ -420,3 +420,28 @@ def test_compiled_step_stops_recompiling_and_matches_eager(name):
     assert de.keys() == dc.keys()
     for k in de:
         assert dc[k] == pytest.approx(de[k], rel=1e-4, abs=1e-6, nan_ok=True), k
+
+
+@pytest.mark.parametrize("name", BIO)
+def test_state_dict_without_run_state_or_newer_group_keys_still_loads(name):
+    """A checkpoint written before `run_state` and newer hyperparameters existed loads with fresh run state and
+    the defaults of the missing keys."""
+    r = BY_NAME[name]
+    model = _mlp()
+    opt = optim.build(name, model.parameters(), **r.hp)
+    _run(model, opt, 2, r.closure, _batch())
+    sd = copy.deepcopy(opt.state_dict())  # torch's load_state_dict may share the tensors otherwise
+    del sd["run_state"]
+    newest = "sensor_scope" if "sensor_scope" in opt.defaults else "lr"
+    if newest != "lr":
+        for g in sd["param_groups"]:
+            del g[newest]
+    m2 = _mlp()
+    m2.load_state_dict(model.state_dict())
+    other = optim.build(name, m2.parameters(), **r.hp)
+    other.load_state_dict(sd)
+    assert all(g[newest] == opt.defaults[newest] for g in other.param_groups)
+    _run(m2, other, 1, r.closure, _batch())
+    _run(model, opt, 1, r.closure, _batch())
+    for p, q in zip(model.parameters(), m2.parameters()):
+        assert torch.equal(p, q)

@@ -152,6 +152,13 @@ class BioOptimizer(torch.optim.Optimizer):
         super().__setstate__(state)
         if "_diag" not in self.__dict__:  # pickled by torch's own __getstate__
             self._init_run_state()
+        self._fill_group_defaults()
+
+    def _fill_group_defaults(self) -> None:
+        """Groups saved before a hyperparameter existed get its default (its value before it was a flag)."""
+        for group in self.param_groups:
+            for k, v in self.defaults.items():
+                group.setdefault(k, v)
 
     # -- resumable run state
     def state_dict(self) -> dict[str, Any]:
@@ -163,6 +170,7 @@ class BioOptimizer(torch.optim.Optimizer):
         state_dict = dict(state_dict)
         run = state_dict.pop("run_state", None)
         super().load_state_dict(state_dict)
+        self._fill_group_defaults()
         if run is None:
             return
         run = dict(run)
