@@ -282,6 +282,7 @@ def test_deepcopy_and_torch_save_round_trip_keep_every_attribute(name, foreach):
     data = _batch()
     model = _mlp()
     opt = optim.build(name, model.parameters(), **{**r.hp, "foreach": foreach})
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1000)  # patches opt.step with a wrapper bound to opt
     _run(model, opt, 4, r.closure, data)
     copied = copy.deepcopy((model, opt))
     buf = io.BytesIO()

@@ -146,7 +146,9 @@ class BioOptimizer(torch.optim.Optimizer):
 
     # -- copying
     def __getstate__(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        # Instance attributes that shadow a method are wrappers an LR scheduler patched in (opt.step); they
+        # point at this optimizer, so a copy must not carry them (torch's own __getstate__ drops them too).
+        return {k: v for k, v in self.__dict__.items() if not callable(getattr(type(self), k, None))}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
