@@ -90,3 +90,15 @@ def test_esgd_breakdown_runs_on_tiny_shapes(capsys):
     assert mod.main(["--shapes", "tiny", "--repeats", "1"]) == 0
     out = capsys.readouterr().out
     assert "histc, 100 bins" in out and "`enhanced_sgd_noclosure` step" in out
+
+
+def test_fastpath_ab_runs_on_tiny_shapes(capsys):
+    path = BENCH.with_name("fastpath_ab.py")
+    spec = importlib.util.spec_from_file_location("fastpath_ab", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--shapes", "tiny", "--repeats", "1", "--warmup", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| biostatis_v6 |" in out and "| enhanced_sgd_noclosure |" in out
+    from optirep.optim import _flat, biostatis, enhanced_sgd
+    assert biostatis.alias_1d is _flat.alias_1d and enhanced_sgd.histc_counts is _flat.histc_counts  # restored
