@@ -32,7 +32,7 @@ rule gradcam:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "python analysis/gradcam.py --experiment {input.exp} --results results/{wildcards.exp}"
+        "python analysis/gradcam.py --experiment {input.exp:q} --results results/{wildcards.exp}"
         " --task {wildcards.task} --out-json {output.json} --out-fig {output.fig} {params.data} > {log} 2>&1"
 
 
@@ -50,5 +50,5 @@ rule aggregate:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep aggregate --experiment {input.exp} --results results/{wildcards.exp} --task {wildcards.task}"
+        "optirep aggregate --experiment {input.exp:q} --results results/{wildcards.exp} --task {wildcards.task}"
         " --out {output} > {log} 2>&1"

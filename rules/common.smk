@@ -1,6 +1,7 @@
 # Helpers shared by the rules: experiment files -> the job grid.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -13,9 +14,15 @@ for _f in EXP_FILES:
     _cfg = optirep_config.load_experiment(_f)
     EXPS[_cfg["name"]] = dict(_cfg, _file=_f)
 PAPER_DIR = config.get("paper_dir", f"results/{STUDY}/paper")
-DATA_ARGS = " ".join(
-    f"--{k.replace('_', '-')} {config[k]}" for k in ("data_root", "mirror") if config.get(k)
-)
+
+
+def cli_args(flags):
+    """Workflow config keys as command-line options, values shell-quoted (a mirror path may have spaces)."""
+    return " ".join(f"{flag} {shlex.quote(str(config[k]))}" for k, flag in flags.items() if config.get(k))
+
+
+DATA_ARGS = cli_args({"data_root": "--data-root", "mirror": "--mirror"})  # optirep train, analysis/gradcam.py
+FETCH_ARGS = cli_args({"data_root": "--root", "mirror": "--mirror"})  # optirep fetch
 
 
 wildcard_constraints:

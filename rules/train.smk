@@ -20,7 +20,7 @@ rule train_trial:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        "optirep train --experiment {input.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {params.seed} --trial {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
 
 
@@ -41,7 +41,7 @@ rule select:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep select --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        "optirep select --experiment {input.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --trials {params.dirs} --out {output} > {log} 2>&1"
 
 
@@ -59,7 +59,7 @@ rule derive_hp:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep derive-hp --experiment {input.exp} --optimizer {wildcards.label} --runs {params.dirs}"
+        "optirep derive-hp --experiment {input.exp:q} --optimizer {wildcards.label} --runs {params.dirs}"
         " --out {output} > {log} 2>&1"
 
 
@@ -82,5 +82,5 @@ rule train:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        "optirep train --experiment {input.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"

@@ -21,7 +21,7 @@ from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
-    from optirep import config, tuning
+    from optirep import config, runio, tuning
     from optirep.train import atomic_write_json, train  # noqa: F401
 
     p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
@@ -41,6 +41,7 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
+    runio.validate_stop_after(a.stop_after)
 
     cfg = config.load_experiment(a.experiment)
     hp = None
@@ -53,7 +54,9 @@ def _train(argv: list[str]) -> int:
             raise config.ConfigError(f"--trial {a.trial}: the experiment has {len(trials)} trials (0..{len(trials) - 1})")
         hp = trials[a.trial]
     elif a.hp_json is not None:
-        hp = json.loads(a.hp_json.read_text())["hp"]
+        hp = runio.read_json(a.hp_json).get("hp")
+        if not isinstance(hp, dict):
+            raise config.ConfigError(f"--hp-json {a.hp_json}: expected a mapping 'hp', got {hp!r}")
     run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
     rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
     if rec is None:
@@ -175,10 +178,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optirep: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     from optirep.config import ConfigError
+    from optirep.runio import RunIOError
 
     try:
         return COMMANDS[cmd](rest)
-    except (ConfigError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, RunIOError, FileNotFoundError, KeyError) as exc:
         print(f"optirep {cmd}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,21 @@ class ConfigError(ValueError):
     """An experiment file or override is invalid; the message names the file and key."""
 
 
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` and `1.0e8` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings)."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """Parse YAML text the way users write numbers (see YAMLLoader); what every experiment reader uses."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def schema_path(experiment_path: Path | None = None) -> Path:
     """experiments/schema.yaml beside the experiment file, else the repository's."""
     if experiment_path is not None:
@@ -44,7 +60,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def validate_schema(cfg: dict, source: str, schema_file: Path | None = None) -> None:
-    schema = yaml.safe_load(Path(schema_file or DEFAULT_SCHEMA).read_text())
+    schema = load_yaml(Path(schema_file or DEFAULT_SCHEMA).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -122,7 +138,7 @@ def load_experiment(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"experiment file not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(cfg, dict):
@@ -137,6 +153,10 @@ def load_experiment(path: str | Path) -> dict:
     return cfg
 
 
+#: What `--set optimizer.<key>` and `--set run.<key>` may set (task.* keys are checked by the schema).
+OVERRIDABLE = {"optimizer": ("hp", "closure"), "run": ("device", "threads")}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], yaml-parsed value)."""
     if "=" not in text:
@@ -145,7 +165,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts or parts[0] not in ("task", "optimizer", "run"):
         raise ConfigError(f"--set {text!r}: key must start with task., optimizer. or run. (got {key!r})")
-    return parts, yaml.safe_load(raw)
+    allowed = OVERRIDABLE.get(parts[0])
+    if allowed is not None and (len(parts) < 2 or parts[1] not in allowed
+                                or (parts[1] != "hp" and len(parts) != 2) or (parts[1] == "hp" and len(parts) != 3)):
+        keys = ", ".join(f"{parts[0]}.{k}" + (".<name>" if k == "hp" else "") for k in allowed)
+        raise ConfigError(f"--set {text!r}: unknown key {key.strip()!r} (allowed: {keys}, task.<key>)")
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return parts, value
 
 
 def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
@@ -183,7 +212,7 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
                 raise ConfigError(f"--set {text!r}: {p!r} is not a mapping")
         node[parts[-1]] = value
     # Re-validate the task and optimizer after overrides with the same schema.
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = load_yaml(schema_path().read_text())
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
         sub = {**schema["$defs"][ref], "$defs": schema["$defs"]}
         obj = run["task"] if part == "task" else {"name": run["optimizer"]["name"], "hp": run["optimizer"]["hp"]}

@@ -9,11 +9,12 @@ validation metric is rerun with the final seeds. The test split is never read he
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 from scipy.stats import qmc
+
+from optirep.runio import TRIAL_SCHEMA, read_record
 
 
 def sample_trials(search_space: dict, n: int, seed: int = 0) -> list[dict]:
@@ -54,7 +55,7 @@ def select(trial_dirs: list[Path], select_on: str = "final_val") -> dict:
         mfile = Path(d) / "metrics.json"
         if not mfile.exists():
             raise FileNotFoundError(f"trial {d} has no metrics.json (not finished)")
-        m = json.loads(mfile.read_text())
+        m = read_record(mfile, schema={**TRIAL_SCHEMA, "required": [*TRIAL_SCHEMA["required"], "higher_is_better"]})
         rows.append((d, m))
     if not rows:
         raise ValueError("no trials to select from")

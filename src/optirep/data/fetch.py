@@ -323,7 +323,8 @@ def _hf_download(source: Source, tmp: Path) -> None:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="optirep fetch", description=__doc__.split("\n")[0])
     p.add_argument("dataset", help=f"one of {sorted(SOURCES) + sorted(EMBEDDED)}")
-    p.add_argument("--root", default=None, help="data root (default: $OPTIREP_DATA or ./data)")
+    p.add_argument("--root", "--data-root", dest="root", default=None,
+                   help="data root (default: $OPTIREP_DATA or ./data); --data-root as in optirep train")
     p.add_argument("--mirror", default=None, help="offline mirror <DIR>/<dataset>/<file> (default: $OPTIREP_DATA_MIRROR)")
     p.add_argument("--no-deps", action="store_true", help="skip the default tokenizer files the dataset needs")
     return p

@@ -32,8 +32,9 @@ import numpy as np
 import yaml
 
 from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
-from optirep.config import HIGHER_IS_BETTER
+from optirep.config import HIGHER_IS_BETTER, load_yaml
 from optirep.report._io import as_float, read_json, write_json
+from optirep.runio import TRIAL_SCHEMA, read_record
 
 ALPHA = 0.05
 
@@ -54,7 +55,10 @@ def load_experiment(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise AggregateError(f"experiment file {path} does not exist")
-    cfg = yaml.safe_load(path.read_text())
+    try:
+        cfg = load_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AggregateError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(cfg, dict) or "tasks" not in cfg:
         raise AggregateError(f"{path}: not an experiment YAML (needs top-level keys name, scale, seeds, tasks)")
     return cfg
@@ -116,8 +120,9 @@ def collect_label(results: Path, task: str, label: str, seeds: Sequence[int]) ->
                    key=lambda p: _seed_of(p.name)) if label_dir.exists() else []
     runs = []
     for run_dir in found:
-        m = read_json(run_dir / "metrics.json")
-        seed = int(m.get("seed", _seed_of(run_dir.name)))
+        # schema-checked, and its task/label/seed must be those of its path (runio.RECORD_SCHEMA)
+        m = read_record(run_dir / "metrics.json", expect={"task": task, "label": label, "seed": _seed_of(run_dir.name)})
+        seed = int(m["seed"])
         values = {k: as_float(m.get(k)) for k in RUN_METRICS}
         values.update({f"extra.{k}": v for k, v in _numeric_items(m.get("extra")).items()})
         analysis_file = results / "analysis" / task / label / f"seed{seed}.json"
@@ -211,7 +216,7 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
     for tr in sorted(tdir.glob("trial*"), key=lambda p: int(p.name.removeprefix("trial") or 0)):
         if not (tr / "metrics.json").exists():
             continue
-        m = read_json(tr / "metrics.json")
+        m = read_record(tr / "metrics.json", expect={"task": task, "label": label}, schema=TRIAL_SCHEMA)
         hp = m.get("hp")
         if hp is None and (tr / "config.json").exists():
             hp = read_json(tr / "config.json").get("hp")

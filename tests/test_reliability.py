@@ -1,0 +1,387 @@
+"""Issue #15 sections 2-5: files read back are verified, bad input is refused before anything is
+written, nothing finished is lost, and the run directory has one writer.
+
+Every case here failed before the fix (see the issue note for the before/after counts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_train import EXPERIMENT, run_cfg, write_experiment
+
+from optirep import cli, config
+from optirep.train import train
+
+TASK = "mnist1d_mlp"
+
+
+def cli_train(tmp_path, *extra, label="adamw", seed="0", out=None, exp=None):
+    exp = exp or write_experiment(tmp_path)
+    out = out or tmp_path / "run"
+    return cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", label, "--seed", seed,
+                     "--out", str(out), "--quiet", *extra])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+# ----------------------------------------------------------------------------- 3. bad input, nothing written
+BAD_INPUT = [
+    # (--set / args, words the one-line message must contain)
+    (["--set", "optimizer.hp.lr=-0.001"], ["optimizer.hp.lr", "> 0"]),
+    (["--set", "optimizer.hp.lr=.nan"], ["optimizer.hp.lr", "finite"]),
+    (["--set", "optimizer.hp.lr=.inf"], ["optimizer.hp.lr", "finite"]),
+    (["--set", "optimizer.hp.lr=0"], ["optimizer.hp.lr", "> 0"]),
+    (["--set", "optimizer.hp.lr=abc"], ["optimizer.hp.lr", "'abc'", "number"]),
+    (["--set", "optimizer.hp.betas=[1.5, 0.9]"], ["optimizer.hp.betas", "[0, 1)"]),
+    (["--set", "optimizer.hp.betas=[0.9]"], ["optimizer.hp.betas", "2 finite numbers"]),
+    (["--set", "optimizer.hp.weight_decay=-1"], ["optimizer.hp.weight_decay", ">= 0"]),
+    (["--set", "optimizer.hp.amsgrad=maybe"], ["optimizer.hp.amsgrad", "true, false"]),
+    (["--set", "run.threads=-1"], ["run.threads", ">= 1"]),
+    (["--set", "run.threads=two"], ["run.threads", ">= 1"]),
+    (["--set", "run.device=tpu"], ["run.device", "auto, cpu, cuda"]),
+    (["--set", "run.bogus=1"], ["run.bogus", "run.device, run.threads"]),
+    (["--set", "optimizer.lrr=1"], ["optimizer.lrr", "optimizer.hp.<name>"]),
+    (["--set", "optimizer.name=sgd"], ["optimizer.name", "optimizer.hp.<name>"]),
+    (["--set", "task.data_args.bogus=1"], ["task.data_args", "bogus", "allowed"]),
+    (["--set", "task.model_args.bogus=1"], ["task.model_args", "bogus"]),
+    (["--set", "task.steps=abc"], ["task.steps", "'abc'", "integer"]),
+    (["--stop-after", "0"], ["--stop-after", ">= 1"]),
+    (["--stop-after", "-3"], ["--stop-after", ">= 1"]),
+]
+
+
+@pytest.mark.parametrize("args,words", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, words):
+    assert cli_train(tmp_path, *args) == 2
+    line = one_error_line(capsys)
+    for w in words:
+        assert w in line, (w, line)
+    assert not (tmp_path / "run").exists(), "bad input must not leave a run directory"
+
+
+def test_negative_seed_is_refused_before_writing(tmp_path, capsys):
+    assert cli_train(tmp_path, seed="-1") == 2
+    assert "seed: -1 is not allowed (allowed: an integer 0..4294967295)" in one_error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_input_does_not_block_the_corrected_rerun(tmp_path, capsys):
+    assert cli_train(tmp_path, "--set", "optimizer.hp.lr=-1") == 2
+    assert cli_train(tmp_path, "--set", "task.steps=8") == 0
+    assert (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_an_optimizers_own_checks_run_before_writing(tmp_path, capsys):
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["optimizers"]["v6"] = {"name": "biostatis_v6", "hp": {"lr": 1e-3, "homeo_rate": -1.0}}
+    cfg["tasks"][TASK]["optimizers"].append("v6")
+    assert cli_train(tmp_path, label="v6", exp=write_experiment(tmp_path, cfg)) == 2
+    line = one_error_line(capsys)
+    assert "homeo_rate" in line and ">= 0" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text,value", [("1e-3", 1e-3), ("1.0e8", 1.0e8), ("-2E+2", -200.0), (".5e1", 5.0)])
+def test_exponent_numbers_are_numbers_in_yaml_and_set(tmp_path, text, value):
+    cfg = (write_experiment(tmp_path).read_text()
+           .replace("lr: 0.003", f"lr: {text}"))
+    exp = tmp_path / "experiments" / "exp.yaml"
+    exp.write_text(cfg)
+    loaded = config.load_experiment(exp)
+    assert loaded["optimizers"]["adamw"]["hp"]["lr"] == value and isinstance(value, float)
+    parts, v = config.parse_override(f"optimizer.hp.lr={text}")
+    assert v == value and isinstance(v, float)
+
+
+def test_exponent_lr_trains(tmp_path):
+    assert cli_train(tmp_path, "--set", "optimizer.hp.lr=3e-3", "--set", "task.steps=8") == 0
+
+
+def _tmpfs(path: Path, size: str) -> bool:
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                           capture_output=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return r.returncode == 0
+
+
+@contextlib.contextmanager
+def small_disk(tmp_path: Path, size: str):
+    mnt = tmp_path / "small disk"
+    if not _tmpfs(mnt, size):
+        pytest.skip("cannot mount a tmpfs here (needs root); test_disk_full_by_injection covers the logic")
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True, timeout=10)
+
+
+def test_disk_full_names_the_directory_and_leaves_no_temp_file(tmp_path, capsys):
+    # 48 KiB: config.json and the log fit, a checkpoint (~90 KB with AdamW state) does not
+    with small_disk(tmp_path, "48k") as mnt:
+        out = mnt / "run"
+        assert cli_train(tmp_path, "--set", "task.checkpoint_every=4", out=out) == 2
+        line = one_error_line(capsys)
+        assert f"no space left on {out}" in line and "ckpt.pt" in line
+        assert not list(out.glob("*.tmp")), sorted(p.name for p in out.iterdir())
+
+
+def test_disk_full_by_injection(tmp_path, monkeypatch):
+    """The same path without a tmpfs: the write of the checkpoint bytes hits ENOSPC."""
+    real_open = open
+
+    def full_open(file, mode="r", *a, **k):
+        fh = real_open(file, mode, *a, **k)
+        if str(file).endswith("ckpt.pt.tmp"):
+            fh.close()
+
+            class Full:
+                def __enter__(self):
+                    return self
+
+                def __exit__(self, *exc):
+                    return False
+
+                def write(self, data):
+                    raise OSError(errno.ENOSPC, "No space left on device")
+
+            return Full()
+        return fh
+
+    monkeypatch.setattr("builtins.open", full_open)
+    with pytest.raises(ValueError, match=r"no space left on .*run \(writing ckpt\.pt"):
+        train(run_cfg(tmp_path, overrides=["task.checkpoint_every=4"]), tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run" / "ckpt.pt.tmp").exists()
+
+
+# ----------------------------------------------------------------------------- 2. checkpoints are verified
+def _corrupt(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "zero_bytes":
+        path.write_bytes(b"")
+    elif how == "random":
+        path.write_bytes(os.urandom(len(data)))
+    elif how == "one_flipped_bit":
+        # a bit inside the tensor data (the middle of the zip's stored tensors): torch.load would read it fine
+        b = bytearray(data)
+        b[len(b) // 2] ^= 0x10
+        path.write_bytes(bytes(b))
+    else:
+        raise ValueError(how)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ref")
+    run = run_cfg(tmp, overrides=["task.checkpoint_every=4"])
+    return run, train(run, tmp / "full", quiet=True)
+
+
+KEYS = ("final_test", "final_val", "best_val", "best_val_step", "final_train_loss", "steps")
+
+
+@pytest.mark.parametrize("how", ["truncated", "zero_bytes", "random", "one_flipped_bit"])
+def test_a_bad_checkpoint_is_named_and_the_run_resumes_from_the_previous_good_one(tmp_path, reference, capsys, how):
+    run, full = reference
+    out = tmp_path / "part"
+    assert train(run, out, quiet=True, stop_after=13) is None  # checkpoints at steps 8 (an eval) and 13 (the stop)
+    _corrupt(out / "ckpt.pt", how)
+    capsys.readouterr()
+    resumed = train(run, out, quiet=True)
+    err = capsys.readouterr().err
+    assert f"{out / 'ckpt.pt'}" in err and "resuming" in err and "ckpt.prev.pt (step 8)" in err
+    assert (out / "ckpt.pt.corrupt").exists()
+    assert {k: resumed[k] for k in KEYS} == {k: full[k] for k in KEYS}
+
+
+def test_both_checkpoints_bad_restarts_from_scratch_and_says_so(tmp_path, reference, capsys):
+    run, full = reference
+    out = tmp_path / "part"
+    train(run, out, quiet=True, stop_after=13)
+    _corrupt(out / "ckpt.pt", "one_flipped_bit")
+    _corrupt(out / "ckpt.prev.pt", "truncated")
+    capsys.readouterr()
+    resumed = train(run, out, quiet=True)
+    err = capsys.readouterr().err
+    assert "ckpt.pt" in err and "ckpt.prev.pt" in err and "restarting the run from step 0" in err
+    assert {k: resumed[k] for k in KEYS} == {k: full[k] for k in KEYS}
+
+
+# ----------------------------------------------------------------------------- 2. truncated run files are named
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("fin")
+    exp = write_experiment(tmp)
+    out = tmp / "runs" / TASK / "adamw" / "seed0"
+    assert cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw", "--seed", "0",
+                     "--out", str(out), "--quiet", "--set", "task.steps=8"]) == 0
+    return exp, out
+
+
+def _copy_run(finished, tmp_path) -> tuple[Path, Path]:
+    import shutil
+
+    exp, out = finished
+    res = tmp_path / "results"
+    dst = res / "runs" / TASK / "adamw" / "seed0"
+    shutil.copytree(out, dst)
+    return exp, dst
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json"])
+def test_train_names_a_truncated_run_file(tmp_path, finished, capsys, name):
+    exp, run = _copy_run(finished, tmp_path)
+    _truncate(run / name)
+    assert cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw", "--seed", "0",
+                     "--out", str(run), "--quiet", "--set", "task.steps=8"]) == 2
+    line = one_error_line(capsys)
+    assert str(run / name) in line and "truncated" in line
+
+
+@pytest.mark.parametrize("name", ["config.json", "metrics.json", "model.pt", "features.npz"])
+def test_analyze_names_a_truncated_run_file(tmp_path, finished, capsys, name):
+    exp, run = _copy_run(finished, tmp_path)
+    _truncate(run / name)
+    assert cli.main(["analyze", str(run), "--out", str(tmp_path / "a.json")]) == 2
+    line = one_error_line(capsys)
+    assert str(run / name) in line and ("truncated" in line or "corrupt" in line)
+    assert not (tmp_path / "a.json").exists()
+
+
+@pytest.mark.parametrize("name", ["model.pt", "features.npz"])
+def test_analyze_detects_a_flipped_bit_in_model_and_features(tmp_path, finished, capsys, name):
+    exp, run = _copy_run(finished, tmp_path)
+    _corrupt(run / name, "one_flipped_bit")
+    assert cli.main(["analyze", str(run), "--out", str(tmp_path / "a.json")]) == 2
+    line = one_error_line(capsys)
+    assert str(run / name) in line and "corrupt" in line
+
+
+def test_aggregate_and_select_name_a_truncated_metrics_json(tmp_path, finished, capsys):
+    exp, run = _copy_run(finished, tmp_path)
+    _truncate(run / "metrics.json")
+    assert cli.main(["aggregate", "--experiment", str(exp), "--results", str(tmp_path / "results"),
+                     "--task", TASK, "--out", str(tmp_path / "agg.json")]) == 2
+    line = one_error_line(capsys)
+    assert str(run / "metrics.json") in line and "truncated" in line
+    assert cli.main(["select", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw",
+                     "--trials", str(run), "--out", str(tmp_path / "sel.json")]) == 2
+    line = one_error_line(capsys)
+    assert str(run / "metrics.json") in line and "truncated" in line
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda m: m.update(final_test="abc"), ["final_test", "'abc'"]),
+    (lambda m: m.clear(), ["required property"]),
+    (lambda m: m.update(label="sgd"), ["label is 'sgd' but its path says 'adamw'"]),
+    (lambda m: m.update(seed=3), ["seed is 3 but its path says 0"]),
+    (lambda m: m.update(task="other"), ["task is 'other'"]),
+], ids=["string_metric", "empty_record", "other_label", "other_seed", "other_task"])
+def test_aggregate_validates_every_run_record(tmp_path, finished, capsys, edit, words):
+    """Before: `final_test: "abc"` or `{}` counted as a diverged seed (a failed gate, a flipped verdict)."""
+    exp, run = _copy_run(finished, tmp_path)
+    m = json.loads((run / "metrics.json").read_text())
+    edit(m)
+    (run / "metrics.json").write_text(json.dumps(m))
+    assert cli.main(["aggregate", "--experiment", str(exp), "--results", str(tmp_path / "results"),
+                     "--task", TASK, "--out", str(tmp_path / "agg.json")]) == 2
+    line = one_error_line(capsys)
+    assert str(run / "metrics.json") in line
+    for w in words:
+        assert w in line, (w, line)
+    assert not (tmp_path / "agg.json").exists()
+
+
+# ----------------------------------------------------------------------------- 4. nothing finished is lost
+def test_finished_run_without_config_json_is_not_retrained_over(tmp_path, finished, capsys):
+    exp, run = _copy_run(finished, tmp_path)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file() and not p.name.startswith(".")}
+    (run / "config.json").unlink()
+    del before["config.json"]
+    assert cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw", "--seed", "0",
+                     "--out", str(run), "--quiet", "--set", "task.steps=8", "--set", "optimizer.hp.lr=0.01"]) == 2
+    line = one_error_line(capsys)
+    assert "holds a finished run of another config" in line and "not retrained over" in line
+    assert {n: (run / n).read_bytes() for n in before} == before
+    # the same config: the finished run is recognised (and its config.json restored), nothing retrained
+    assert cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw", "--seed", "0",
+                     "--out", str(run), "--quiet", "--set", "task.steps=8"]) == 0
+    assert {n: (run / n).read_bytes() for n in before} == before
+    assert (run / "config.json").exists()
+
+
+def test_run_files_without_config_json_are_not_overwritten(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "model.pt").write_bytes(b"someone's weights")
+    assert cli_train(tmp_path, "--set", "task.steps=8") == 2
+    assert "holds run files (model.pt) but no config.json" in one_error_line(capsys)
+    assert (out / "model.pt").read_bytes() == b"someone's weights"
+
+
+def test_stale_checkpoint_and_temp_files_are_cleaned(tmp_path, reference):
+    """A kill between metrics.json and the checkpoint's removal, and a kill mid-write."""
+    run, _ = reference
+    out = tmp_path / "run"
+    train(run, out, quiet=True, stop_after=13)
+    ck = (out / "ckpt.pt").read_bytes()
+    train(run, out, quiet=True)
+    (out / "ckpt.pt").write_bytes(ck)
+    (out / "ckpt.prev.pt").write_bytes(ck)
+    (out / "ckpt.pt.tmp").write_bytes(ck[:100])
+    (out / "metrics.json.tmp").write_text("{")
+    assert train(run, out, quiet=True)["steps"] == 24
+    left = sorted(p.name for p in out.iterdir())
+    assert left == sorted([".optirep.lock", "config.json", "features.npz", "metrics.json", "metrics.jsonl", "model.pt"])
+
+
+def test_second_writer_on_a_run_directory_gets_a_clear_error(tmp_path, capsys):
+    exp = write_experiment(tmp_path)
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c",
+         "import fcntl, os, sys, time; os.makedirs(sys.argv[1]); "
+         "fd = os.open(sys.argv[1] + '/.optirep.lock', os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX); "
+         "os.write(fd, f'pid {os.getpid()} on {os.uname().nodename}'.encode()); "
+         "print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        assert cli_train(tmp_path, "--set", "task.steps=8", exp=exp) == 2
+        line = one_error_line(capsys)
+        assert f"{out} is being written by another optirep train (pid {holder.pid} on " in line
+    finally:
+        holder.kill()
+        holder.wait()
+    assert cli_train(tmp_path, "--set", "task.steps=8", exp=exp) == 0  # the lock ends with its holder
+
+
+def test_load_checkpoint_rejects_a_legacy_or_foreign_file(tmp_path):
+    from optirep import runio
+
+    p = tmp_path / "ckpt.pt"
+    torch.save({"state": {"step": 1}}, p)
+    with pytest.raises(runio.RunFileError, match="no integrity trailer"):
+        runio.load_checkpoint(p)
