@@ -79,10 +79,26 @@ def aggregates(exp):
     return [f"results/{exp}/aggregate/{t}.json" for t in EXPS[exp]["tasks"]]
 
 
+def trial_metrics(exp):
+    e = EXPS[exp]
+    return [
+        f"results/{exp}/tune/{t}/{label}/trial{k}/metrics.json"
+        for t, task in e["tasks"].items()
+        for label in task["optimizers"]
+        if e["optimizers"][label].get("tune")
+        for k in range(e["tuning"]["trials"])
+    ]
+
+
 def all_targets():
     targets = [f"results/{STUDY}/claims.json"]
     for exp in EXPS:
         targets += aggregates(exp)
+        # Every run the aggregates cite is a target too: Snakemake does not rebuild a deleted
+        # intermediate file whose consumers are up to date (snakemake/snakemake#1978), so a run
+        # directory deleted after aggregation would otherwise stay cited by aggregate and claims.
+        targets += final_metrics(exp) + trial_metrics(exp)
+        targets += [a for t in EXPS[exp]["tasks"] for a in analyses(exp, t)]
     if config.get("latex", True):
         targets.append(f"{PAPER_DIR}/ms.pdf")
     else:

@@ -385,3 +385,116 @@ def test_load_checkpoint_rejects_a_legacy_or_foreign_file(tmp_path):
     torch.save({"state": {"step": 1}}, p)
     with pytest.raises(runio.RunFileError, match="no integrity trailer"):
         runio.load_checkpoint(p)
+
+
+# ----------------------------------------------------------------------------- 4. a killed fetch's temp files
+def test_fetch_removes_the_temp_files_of_a_killed_fetch_only(tmp_path):
+    import socket
+
+    from test_data_fixtures import real_mirror
+
+    from optirep.data import fetch as fetch_mod
+
+    mirror = real_mirror()
+    if mirror is None:
+        pytest.skip("no offline mirror beside the checkout")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    dest = tmp_path / "data" / "tinyshakespeare"
+    dest.mkdir(parents=True)
+    stale_file = dest / f".input.txt.@{host}@{dead}@0123abcd.part"
+    stale_file.write_text("first half of a download")
+    stale_dir = dest / f".hf.@{host}@{dead}@x1y2.part"
+    stale_dir.mkdir()
+    (stale_dir / "train.parquet").write_text("partial")
+    running = dest / f".input.txt.@{host}@{os.getpid()}@beefcafe.part"  # a fetch still running: kept
+    running.write_text("in progress")
+    assert fetch_mod.main(["tinyshakespeare", "--root", str(tmp_path / "data"), "--mirror", str(mirror), "--no-deps"]) == 0
+    assert not stale_file.exists() and not stale_dir.exists() and running.exists()
+    assert (dest / "input.txt").is_file()
+
+
+# ----------------------------------------------------------------------------- 5. workflow arguments
+def test_workflow_data_root_and_a_mirror_path_with_spaces_reach_fetch_and_train(tmp_path):
+    import shlex
+
+    from test_data_fixtures import real_mirror
+    from test_workflow import ENV, ROOT
+
+    real = real_mirror()
+    if real is None:
+        pytest.skip("no offline mirror beside the checkout")
+    mirror, root = tmp_path / "mirror dir", tmp_path / "data root"
+    mirror.mkdir()
+    for d in ("tinyshakespeare", "gpt2"):
+        (mirror / d).symlink_to(real / d)
+    cmd = ["snakemake", "-n", "-p", "--configfile", "experiments/workflow-smoke.yaml", "--config",
+           'fetch=["tinyshakespeare"]', f"data_root={root}", f"mirror={mirror}", "--",
+           "results/data/tinyshakespeare.fetched", "results/smoke/runs/digits32_resnet18/adamw/seed0/metrics.json"]
+    res = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = [ln.strip().removeprefix("Shell command:").strip() for ln in (res.stdout + res.stderr).splitlines()]
+    fetch_cmd = next(ln for ln in lines if ln.startswith("optirep fetch"))
+    train_cmd = next(ln for ln in lines if ln.startswith("optirep train"))
+    args = shlex.split(train_cmd)
+    assert args[args.index("--mirror") + 1] == str(mirror) and args[args.index("--data-root") + 1] == str(root)
+    # run the fetch rule's command as Snakemake would (its log path is relative to the checkout)
+    work = tmp_path / "work"
+    (work / "results" / "logs" / "fetch").mkdir(parents=True)
+    done = subprocess.run(["bash", "-c", fetch_cmd], cwd=work, env=ENV, capture_output=True, text=True, timeout=300)
+    log = (work / "results" / "logs" / "fetch" / "tinyshakespeare.log").read_text()
+    assert done.returncode == 0, log
+    assert (root / "tinyshakespeare" / ".complete").is_file() and (root / "gpt2" / ".complete").is_file()
+
+
+def test_runs_deleted_after_aggregation_are_rerun_by_the_workflow(tmp_path):
+    """Aggregates and claims present, run directories gone: before, `Nothing to be done`."""
+    from test_workflow import ENV, _copy_checkout, job_counts
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_checkout(repo)
+    cfg = config.load_experiment(repo / "experiments" / "smoke.yaml")
+    smoke = repo / "results" / "smoke"
+    for task in cfg["tasks"]:
+        (smoke / "aggregate").mkdir(parents=True, exist_ok=True)
+        (smoke / "aggregate" / f"{task}.json").write_text("{}")
+    (smoke / "claims.json").write_text("{}")
+    (smoke / "paper" / "generated").mkdir(parents=True)
+    (smoke / "paper" / "generated" / "numbers.tex").write_text("")
+    res = subprocess.run(["snakemake", "-n", "--configfile", "experiments/workflow-smoke.yaml", "--config", "latex=False"],
+                         cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "Nothing to be done" not in res.stdout + res.stderr
+    counts = job_counts(res.stdout)
+    assert counts["train"] == len(config.grid(cfg)) and counts["aggregate"] == len(cfg["tasks"])
+    assert counts["claims"] == 1
+
+
+@pytest.mark.parametrize("hp,words", [
+    ({"lr": "1e-3x"}, ["optimizers.adamw.hp.lr", "'1e-3x'", "finite number"]),
+    ({"lr": 0}, ["optimizers.adamw.hp.lr", "> 0"]),
+    ({"lr": 1e-3, "betas": [0.9, 1.0]}, ["optimizers.adamw.hp.betas", "[0, 1)"]),
+])
+def test_validate_checks_hyperparameter_types_and_ranges(tmp_path, capsys, hp, words):
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["optimizers"]["adamw"]["hp"] = hp
+    assert cli.main(["validate", str(write_experiment(tmp_path, cfg))]) == 2
+    err = capsys.readouterr().err
+    for w in words:
+        assert w in err, (w, err)
+
+
+def test_derive_hp_names_a_cut_metrics_jsonl(tmp_path, finished, capsys):
+    exp, run = _copy_run(finished, tmp_path)
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["optimizers"]["ctl"] = {"name": "adamw", "lr_from": {"label": "adamw", "keys": ["x"]}}
+    cfg["tasks"][TASK]["optimizers"].append("ctl")
+    exp = write_experiment(tmp_path, cfg)
+    text = (run / "metrics.jsonl").read_text()
+    (run / "metrics.jsonl").write_text(text[: len(text) - 20])
+    assert cli.main(["derive-hp", "--experiment", str(exp), "--optimizer", "ctl", "--runs", str(run),
+                     "--out", str(tmp_path / "hp.json")]) == 2
+    line = one_error_line(capsys)
+    assert f"{run / 'metrics.jsonl'}:" in line and "truncated" in line

@@ -15,7 +15,6 @@ Snakemake rules and DVC stages call exactly these commands, so every step also r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def _derive_hp(argv: list[str]) -> int:
     """Effective-LR control: lr = source lr x the product of diagnostics, averaged over the run and its seeds."""
     import math
 
-    from optirep import config
+    from optirep import config, runio
     from optirep.train import atomic_write_json
 
     p = argparse.ArgumentParser(prog="optirep derive-hp", description=_derive_hp.__doc__)
@@ -106,8 +105,8 @@ def _derive_hp(argv: list[str]) -> int:
         raise config.ConfigError(f"{a.experiment}: optimizers.{a.optimizer} has no lr_from")
     gains, lrs = [], []
     for d in a.runs:
-        m = json.loads((d / "metrics.json").read_text())
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        m = runio.read_record(d / "metrics.json")
+        rows = runio.read_jsonl(d / "metrics.jsonl")
         per_row = []
         for r in rows:  # each row's diagnostics are means over its eval interval
             missing = [k for k in spec["keys"] if k not in r.get("diag", {})]

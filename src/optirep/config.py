@@ -96,6 +96,12 @@ def check_semantics(cfg: dict, source: str) -> None:
             if key not in allowed:
                 problems.append(f"optimizers.{label}: unknown hyperparameter {key!r} for {o['name']} "
                                 f"(allowed: {', '.join(sorted(allowed))})")
+        try:  # types and ranges of the given hp (lr > 0 and finite, betas in [0, 1), ...)
+            from optirep.runio import check_hp
+
+            check_hp(o["name"], o.get("hp", {}))
+        except ConfigError as exc:
+            problems.append(str(exc).replace("optimizer.hp", f"optimizers.{label}.hp", 1))
         if o.get("tune") and not o.get("search_space"):
             problems.append(f"optimizers.{label}: tune: true needs a search_space")
         lr_from = o.get("lr_from")

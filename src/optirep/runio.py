@@ -199,6 +199,20 @@ def read_json(path: Path, what: str = "") -> Any:
                            f"{'; ' + what if what else ''}") from None
 
 
+def read_jsonl(path: Path) -> list:
+    """One JSON value per non-empty line; RunFileError naming `path:line` for a bad (e.g. cut) line."""
+    path = Path(path)
+    rows = []
+    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise RunFileError(f"{path}:{lineno}: truncated or not valid JSON ({exc.msg})") from None
+    return rows
+
+
 _NUM = {"type": ["number", "null"]}
 #: What every reader of a final run's metrics.json relies on (docs/DESIGN.md "Run directory").
 RECORD_SCHEMA = {
@@ -289,9 +303,17 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def _check_hp_types(name: str, cls, hp: dict) -> None:
-    """Each hp against the type of its default in the optimizer's signature, plus the common ranges."""
-    params = inspect.signature(cls.__init__).parameters
+def check_hp(name: str, hp: dict) -> None:
+    """Each hp of registry optimizer `name` against the type of its default in the optimizer's
+    signature, plus the common ranges (lr > 0, betas in [0, 1), weight_decay/momentum >= 0, eps > 0).
+
+    Raises ConfigError "optimizer.hp.<key>: <value> is not allowed (allowed: ...)". Unknown names are
+    config.check_semantics's business and are skipped here.
+    """
+    from optirep import optim
+
+    params = inspect.signature(optim.spec(name).cls.__init__).parameters
+    hp = {k: v for k, v in hp.items() if k in params}
     for key, value in hp.items():
         where = f"optimizer.hp.{key}"
         default = params[key].default if key in params else inspect.Parameter.empty
@@ -346,8 +368,7 @@ def validate_run(run: dict) -> None:
         raise ConfigError(f"task.data_args: unknown key(s) {unknown} for dataset {task['dataset']!r} "
                           f"(allowed: {', '.join(sorted(allowed))})")
     o = run["optimizer"]
-    entry = optim.spec(o["name"])
-    _check_hp_types(o["name"], entry.cls, o["hp"])
+    check_hp(o["name"], o["hp"])
     try:
         optim.build(o["name"], [torch.nn.Parameter(torch.zeros(2))], **o["hp"])
     except (ValueError, TypeError) as exc:

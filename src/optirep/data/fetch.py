@@ -26,7 +26,9 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
@@ -45,6 +47,44 @@ _TRUE = {"1", "true", "yes", "on"}
 
 class FetchError(RuntimeError):
     """A dataset file is missing, unreachable, corrupt or fails verification."""
+
+
+def _owner() -> str:
+    """`@host@pid@`: put in every temp (`.part`) name, so a later fetch can tell a killed fetch's leftovers."""
+    return f"@{socket.gethostname()}@{os.getpid()}@"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_parts(dest: Path) -> list[Path]:
+    """Remove the `.part` files and folders a killed fetch on this host left in `dest`; returns them.
+
+    Only parts whose owner process (host and pid in the name, `_owner`) is gone are removed: a fetch
+    still running here, or on another host sharing the data root, keeps its temp files.
+    """
+    removed = []
+    host = socket.gethostname()
+    for p in sorted(Path(dest).glob(".*.part")):
+        m = re.search(r"@([^@/]+)@(\d+)@", p.name)
+        if m is None or m.group(1) != host or _alive(int(m.group(2))):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        print(f"optirep fetch: removed {len(removed)} temp file(s) of an interrupted fetch in {dest}: "
+              f"{', '.join(p.name for p in removed)}", file=sys.stderr)
+    return removed
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -98,6 +138,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, mirror: str | os.Pat
         for dep in source.requires:
             fetch(dep, root_p, mirror_p, with_deps=True)
     dest = root_p / name
+    if dest.is_dir():
+        clean_stale_parts(dest)
     if (dest / MARKER).is_file():
         return dest
     created = not dest.exists()
@@ -171,7 +213,7 @@ def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None) -> s
 def _install(target: Path, f: RemoteFile, produce, origin: str) -> str:
     """Write into a temp file beside `target`, verify, then rename into place."""
     # not mkstemp: its 0600 mode would make a shared data root unreadable to others
-    tmp = target.with_name(f".{f.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    tmp = target.with_name(f".{f.name}.{_owner()}{uuid.uuid4().hex[:8]}.part")
     try:
         produce(tmp)
         try:
@@ -205,7 +247,7 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
     final = dest / member_dir
     if final.is_dir() and all((final / m).is_file() for m in members):
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{member_dir}.", suffix=".part", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{member_dir}.{_owner()}", suffix=".part", dir=dest))
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -233,7 +275,7 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f".{path.name}.{_owner()}.part")
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -274,7 +316,7 @@ def _hf_where_to_place(source: Source, origin: Path | None) -> str:
 
 
 def _fetch_hf(source: Source, dest: Path, mirror: Path | None) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix=".hf.", suffix=".part", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=f".hf.{_owner()}", suffix=".part", dir=dest))
     try:
         origin = mirror / source.name if mirror is not None else None
         have_mirror = origin is not None and all(hf_split_files(origin, s.split) for s in source.hf_splits)
