@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {layer: [] for layer in LAYERS}
         floor = {layer: [] for layer in LAYERS}
         for seed in cfg["seeds"]:
-            run = a.results / "runs" / a.task / label / f"seed{seed}"
-            m = json.loads((run / "metrics.json").read_text())
+            run = config.label_dir(a.results, "runs", cfg, a.task, label) / f"seed{seed}"
+            m = runio.read_record(run / "metrics.json", expect={"task": a.task, "label": label, "seed": seed})
             if m.get("diverged"):
                 continue  # no meaningful weights; counted in the aggregate's n_diverged
             model = load_model(task, run)

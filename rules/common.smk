@@ -31,6 +31,7 @@ wildcard_constraints:
     label="[a-z0-9_]+",
     seed=r"\d+",
     k=r"\d+",
+    spec=optirep_config.SPEC_PATTERN,
 
 
 def exp_file(w):
@@ -41,18 +42,50 @@ def opt_cfg(w):
     return EXPS[w.exp]["optimizers"][w.label]
 
 
+def spec(exp, task, label):
+    """The config level of the results tree (optirep.config.spec_hash; docs/DESIGN.md "Results tree")."""
+    return optirep_config.spec_hash(EXPS[exp], task, label)
+
+
+def current_spec(w):
+    """A job's {spec} must be the current config's: an old one is kept on disk, never rebuilt from another config."""
+    want = spec(w.exp, w.task, w.label)
+    if w.spec != want:
+        raise ValueError(f"results/{w.exp}/.../{w.task}/{w.label}/{w.spec}: not the current config of "
+                         f"{w.label} on {w.task} in {exp_file(w)} (that is {want}); old results stay as they are")
+    return want
+
+
 def run_dirs(exp, task, label):
-    return [f"results/{exp}/runs/{task}/{label}/seed{s}" for s in EXPS[exp]["seeds"]]
+    return [f"results/{exp}/runs/{task}/{label}/{spec(exp, task, label)}/seed{s}" for s in EXPS[exp]["seeds"]]
+
+
+def trial_dirs(exp, task, label):
+    d = f"results/{exp}/tune/{task}/{label}/{spec(exp, task, label)}"
+    return [f"{d}/trial{k}" for k in range(EXPS[exp]["tuning"]["trials"])]
 
 
 def hp_input(w):
     """The hyperparameter file a final run depends on: tuning selection or effective-LR control."""
     o = opt_cfg(w)
+    s = current_spec(w)
     if o.get("tune"):
-        return f"results/{w.exp}/tune/{w.task}/{w.label}/selected.json"
+        return f"results/{w.exp}/tune/{w.task}/{w.label}/{s}/selected.json"
     if o.get("lr_from"):
-        return f"results/{w.exp}/derived/{w.task}/{w.label}/hp.json"
+        return f"results/{w.exp}/derived/{w.task}/{w.label}/{s}/hp.json"
     return []
+
+
+def fetched_for_current(w):
+    """The datasets a job needs, once its {spec} is checked (current_spec)."""
+    current_spec(w)
+    return fetched(w)
+
+
+def source_runs(w):
+    """The final runs of the label an effective-LR control takes its lr from (lr_from)."""
+    current_spec(w)
+    return [f"{d}/metrics.json" for d in run_dirs(w.exp, w.task, opt_cfg(w)["lr_from"]["label"])]
 
 
 def final_metrics(exp, task=None):
@@ -82,11 +115,11 @@ def aggregates(exp):
 def trial_metrics(exp):
     e = EXPS[exp]
     return [
-        f"results/{exp}/tune/{t}/{label}/trial{k}/metrics.json"
+        f"{d}/metrics.json"
         for t, task in e["tasks"].items()
         for label in task["optimizers"]
         if e["optimizers"][label].get("tune")
-        for k in range(e["tuning"]["trials"])
+        for d in trial_dirs(exp, t, label)
     ]
 
 

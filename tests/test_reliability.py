@@ -10,6 +10,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -425,13 +426,14 @@ def test_workflow_data_root_and_a_mirror_path_with_spaces_reach_fetch_and_train(
     real = real_mirror()
     if real is None:
         pytest.skip("no offline mirror beside the checkout")
+    smoke, TASK32 = config.load_experiment(ROOT / "experiments" / "smoke.yaml"), "digits32_resnet18"
     mirror, root = tmp_path / "mirror dir", tmp_path / "data root"
     mirror.mkdir()
     for d in ("tinyshakespeare", "gpt2"):
         (mirror / d).symlink_to(real / d)
     cmd = ["snakemake", "-n", "-p", "--configfile", "experiments/workflow-smoke.yaml", "--config",
-           'fetch=["tinyshakespeare"]', f"data_root={root}", f"mirror={mirror}", "--",
-           "results/data/tinyshakespeare.fetched", "results/smoke/runs/digits32_resnet18/adamw/seed0/metrics.json"]
+           'fetch=["tinyshakespeare"]', f"data_root={root}", f"mirror={mirror}", "--", "results/data/tinyshakespeare.fetched",
+           f"results/smoke/runs/{TASK32}/adamw/{config.spec_hash(smoke, TASK32, 'adamw')}/seed0/metrics.json"]
     res = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     lines = [ln.strip().removeprefix("Shell command:").strip() for ln in (res.stdout + res.stderr).splitlines()]
@@ -498,3 +500,74 @@ def test_derive_hp_names_a_cut_metrics_jsonl(tmp_path, finished, capsys):
                      "--out", str(tmp_path / "hp.json")]) == 2
     line = one_error_line(capsys)
     assert f"{run / 'metrics.jsonl'}:" in line and "truncated" in line
+
+
+def _all_outputs_present(repo: Path, workflow: str) -> list[Path]:
+    """Create every output of the workflow's DAG with one old mtime (a finished study); returns them."""
+    from test_workflow import ENV
+
+    res = subprocess.run(["snakemake", "--summary", "--configfile", workflow, "--config", "latex=False"],
+                         cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    outs = [repo / line.split("\t")[0] for line in res.stdout.splitlines()[1:] if "\t" in line]
+    assert outs
+    t0 = 1_700_000_000
+    for p in outs:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text("{}")
+        os.utime(p, (t0 + 10, t0 + 10))
+    for p in (repo / "experiments").iterdir():
+        os.utime(p, (t0, t0))
+    return outs
+
+
+def test_editing_one_task_reruns_only_that_task_into_a_new_place(tmp_path):
+    """Before: editing one task's steps rescheduled every job and deleted every finished metrics.json."""
+    from test_workflow import ENV, _copy_checkout, job_counts
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    _copy_checkout(repo)
+    outs = _all_outputs_present(repo, "experiments/workflow-smoke.yaml")
+    exp = repo / "experiments" / "smoke.yaml"
+    cfg = config.load_experiment(exp)
+    text = exp.read_text()
+    assert "    steps: 12\n" in text  # digits32_resnet18
+    exp.write_text(text.replace("    steps: 12\n", "    steps: 14\n"))
+    res = subprocess.run(["snakemake", "-n", "--configfile", "experiments/workflow-smoke.yaml", "--config", "latex=False"],
+                         cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    task = cfg["tasks"]["digits32_resnet18"]
+    tuned = [lb for lb in task["optimizers"] if cfg["optimizers"][lb].get("tune")]
+    assert counts["train"] == len(task["optimizers"]) * len(cfg["seeds"])
+    assert counts.get("train_trial", 0) == len(tuned) * cfg["tuning"]["trials"]
+    new = config.load_experiment(exp)
+    planned = re.findall(r"output: results/smoke/runs/(\w+)/(\w+)/(cfg-[0-9a-f]+)/seed\d+/metrics\.json", res.stdout)
+    wrong = [(t, lb, s) for t, lb, s in set(planned)
+             if not (t == "digits32_resnet18" and s == config.spec_hash(new, t, lb) != config.spec_hash(cfg, t, lb))]
+    assert planned and not wrong, wrong
+    assert all(p.exists() for p in outs), "a dry run after the edit deletes nothing"
+
+
+def test_a_tree_written_before_the_spec_level_is_read_and_migrated(tmp_path):
+    """Legacy runs/<task>/<label>/seed<s>: aggregate still reads it; the script moves matching runs."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import migrate_results_layout
+
+    from optirep.report.aggregate import aggregate_task, load_experiment
+
+    exp = write_experiment(tmp_path)
+    res = tmp_path / "results" / "unit"
+    legacy = res / "runs" / TASK / "adamw"
+    for seed, extra in ((0, []), (1, ["--set", "task.steps=8"])):  # seed 1: another config, stays
+        assert cli.main(["train", "--experiment", str(exp), "--task", TASK, "--optimizer", "adamw", "--seed",
+                         str(seed), "--out", str(legacy / f"seed{seed}"), "--quiet", *extra]) == 0
+    agg = aggregate_task(load_experiment(exp), res, TASK)
+    assert agg["per_label"]["adamw"]["seeds"] == [0, 1]
+    moved, kept = migrate_results_layout.migrate(exp, res)
+    spec = config.spec_hash(config.load_experiment(exp), TASK, "adamw")
+    assert (legacy / spec / "seed0" / "metrics.json").is_file() and (legacy / "seed1" / "metrics.json").is_file()
+    assert len(moved) == 1 and any("seed1: another config" in k for k in kept)
+    agg = aggregate_task(load_experiment(exp), res, TASK)
+    assert agg["per_label"]["adamw"]["seeds"] == [0]

@@ -240,6 +240,52 @@ def config_hash(run: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------- results layout
+SPEC_PREFIX = "cfg-"
+SPEC_PATTERN = r"cfg-[0-9a-f]{10}"
+
+
+def run_spec(cfg: dict, task: str, label: str) -> dict:
+    """Everything of an experiment file that the runs of (task, label) depend on (docs/DESIGN.md "Results tree").
+
+    The experiment's name, scale, device and threads, the whole task block, the label's optimizer
+    block (without its description), the tuning block for a tuned label, and the source label's
+    spec for an effective-LR control (`lr_from`). Seeds are not part of it (they are path levels).
+    """
+    t, o = cfg["tasks"][task], cfg["optimizers"][label]
+    spec = {"experiment": cfg["name"], "scale": cfg["scale"], "device": cfg.get("device", "auto"),
+            "threads": cfg.get("threads"), "task": t,
+            "optimizer": {k: v for k, v in o.items() if k != "description"}}
+    if o.get("tune"):
+        tu = cfg.get("tuning") or {}
+        spec["tuning"] = {"trials": tu.get("trials", 0), "seed": tu.get("seed", 0),
+                          "select_on": tu.get("select_on", "final_val")}
+    if o.get("lr_from"):
+        spec["lr_from_spec"] = spec_hash(cfg, task, o["lr_from"]["label"])
+    return spec
+
+
+def spec_hash(cfg: dict, task: str, label: str) -> str:
+    """`cfg-<10 hex>`: the results-tree level that keeps runs of different configs apart."""
+    body = json.dumps(run_spec(cfg, task, label), sort_keys=True, default=str)
+    return SPEC_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:10]
+
+
+def label_dir(results: str | Path, kind: str, cfg: dict, task: str, label: str, legacy: bool = True) -> Path:
+    """`<results>/<kind>/<task>/<label>/<spec>` (kind: runs, tune, derived) for the current config.
+
+    legacy: when that folder does not exist but `<results>/<kind>/<task>/<label>` holds runs written
+    before the spec level existed (`seed*` or `trial*` folders directly), return that one, so result
+    trees of earlier versions stay readable.
+    """
+    base = Path(results) / kind / task / label
+    current = base / spec_hash(cfg, task, label)
+    if legacy and not current.exists() and base.is_dir() and any(
+            p.is_dir() and (p.name.startswith("seed") or p.name.startswith("trial")) for p in base.iterdir()):
+        return base
+    return current
+
+
 def grid(cfg: dict) -> list[tuple[str, str, int]]:
     """(task, label, seed) for every final run of the experiment."""
     return [(t, label, s) for t, task in cfg["tasks"].items() for label in task["optimizers"] for s in cfg["seeds"]]

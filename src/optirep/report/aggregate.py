@@ -32,7 +32,7 @@ import numpy as np
 import yaml
 
 from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
-from optirep.config import HIGHER_IS_BETTER, load_yaml
+from optirep.config import HIGHER_IS_BETTER, label_dir, load_yaml
 from optirep.report._io import as_float, read_json, write_json
 from optirep.runio import TRIAL_SCHEMA, read_record
 
@@ -113,9 +113,13 @@ def _numeric_items(d: dict | None, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def collect_label(results: Path, task: str, label: str, seeds: Sequence[int]) -> dict[str, Any]:
-    """Every finished seed of one label: metrics, analysis scalars, curves, divergences."""
-    label_dir = results / "runs" / task / label
+def collect_label(results: Path, task: str, label: str, seeds: Sequence[int], cfg: dict | None = None) -> dict[str, Any]:
+    """Every finished seed of one label: metrics, analysis scalars, curves, divergences.
+
+    With `cfg`, the runs of its current config (`runs/<task>/<label>/<spec>/seed*`, or a tree written
+    before the spec level: `config.label_dir`); without, `runs/<task>/<label>/seed*`.
+    """
+    label_dir = label_dir_of(results, "runs", cfg, task, label)
     found = sorted((p for p in label_dir.glob("seed*") if (p / "metrics.json").exists()),
                    key=lambda p: _seed_of(p.name)) if label_dir.exists() else []
     runs = []
@@ -206,9 +210,13 @@ def gate_check(task_cfg: dict, per_label: dict) -> dict[str, Any]:
     return {**gate, "passed": ok, "value": value, "reason": "; ".join(why) or "passed"}
 
 
-def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
+def label_dir_of(results: Path, kind: str, cfg: dict | None, task: str, label: str) -> Path:
+    return label_dir(results, kind, cfg, task, label) if cfg is not None else Path(results) / kind / task / label
+
+
+def collect_tuning(results: Path, task: str, label: str, cfg: dict | None = None) -> dict[str, Any] | None:
     """Trials of the tuning study (hp, val metrics) and the selected trial, or None if not tuned."""
-    tdir = results / "tune" / task / label
+    tdir = label_dir_of(results, "tune", cfg, task, label)
     if not tdir.exists():
         return None
     selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
@@ -244,7 +252,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     per_label: dict[str, dict] = {}
     raw: dict[str, dict] = {}
     for label in labels:
-        got = collect_label(results, task, label, seeds)
+        got = collect_label(results, task, label, seeds, cfg)
         raw[label] = got
         runs = got["runs"]
         keys = sorted({k for r in runs for k in r["values"]}, key=lambda k: (k not in RUN_METRICS, k))
@@ -266,7 +274,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
             "values": values,
             "stats": {k: summarize(v) for k, v in values.items()},
             "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
-            "tuning": collect_tuning(results, task, label),
+            "tuning": collect_tuning(results, task, label, cfg),
             "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
         }
 
