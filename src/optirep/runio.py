@@ -434,16 +434,15 @@ class RunDir:
             tmp.unlink(missing_ok=True)
         cfg_file, final_file = out / "config.json", out / "metrics.json"
         if cfg_file.exists():
-            old = read_json(cfg_file, "the run's resolved config")
-            if not isinstance(old, dict) or old.get("config_hash") != run["config_hash"]:
-                got = old.get("config_hash") if isinstance(old, dict) else None
+            _, got = self._recorded(cfg_file, "the run's resolved config")
+            if got != run["config_hash"]:
                 raise ConfigError(f"{out} holds a run with a different config (config_hash {got} "
                                   f"!= {run['config_hash']}); use another --out or delete it")
             self._config_written = True
         if final_file.exists():
-            rec = read_json(final_file, "the finished run's record")
-            if not isinstance(rec, dict) or rec.get("config_hash") != run["config_hash"]:
-                got = rec.get("config_hash") if isinstance(rec, dict) else None
+            rec, got = self._recorded(final_file, "the finished run's record")
+            # a record without config_hash (older versions) is attributed by its config.json alone
+            if got != run["config_hash"] and (got is not None or not cfg_file.exists()):
                 raise ConfigError(f"{out} holds a finished run of another config (metrics.json config_hash {got} "
                                   f"!= {run['config_hash']}); it is not retrained over: use another --out or delete it")
             if not cfg_file.exists():  # the finished run's config.json was deleted: it is this run, restore it
@@ -458,6 +457,13 @@ class RunDir:
                 raise ConfigError(f"{out} holds run files ({', '.join(present)}) but no config.json, so they cannot "
                                   f"be attributed to this config; they are not overwritten: use another --out or "
                                   f"delete them")
+
+    @staticmethod
+    def _recorded(path: Path, what: str) -> tuple[dict, str | None]:
+        obj = read_json(path, what)
+        if not isinstance(obj, dict):
+            raise RunFileError(f"{path}: expected a JSON object ({what}), got {type(obj).__name__}")
+        return obj, obj.get("config_hash")
 
     def write_config(self) -> None:
         if not self._config_written:
