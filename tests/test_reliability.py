@@ -59,6 +59,11 @@ BAD_INPUT = [
     (["--set", "task.data_args.bogus=1"], ["task.data_args", "bogus", "allowed"]),
     (["--set", "task.model_args.bogus=1"], ["task.model_args", "bogus"]),
     (["--set", "task.steps=abc"], ["task.steps", "'abc'", "integer"]),
+    (["--set", "task.data_args.train_fraction=abc"], ["task.data_args.train_fraction", "'abc'", "number"]),
+    (["--set", "task.data_args.train_fraction=2"], ["task.data_args", "train_fraction", "(0, 1]"]),
+    (["--set", "task.data_args.per_class=2.5"], ["task.data_args.per_class", "whole number"]),
+    (["--set", "task.model_args.num_classes=abc"], ["task.model_args.num_classes", "'abc'", "number"]),
+    (["--set", "optimizer.closure=maybe"], ["optimizer.closure", "true, false"]),
     (["--stop-after", "0"], ["--stop-after", ">= 1"]),
     (["--stop-after", "-3"], ["--stop-after", ">= 1"]),
 ]

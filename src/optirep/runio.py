@@ -303,6 +303,34 @@ def _is_number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _check_value(where: str, value: Any, default: Any, strict: bool = False) -> None:
+    """`value` must have the type of `default` (bool, number, tuple of numbers); other defaults check nothing.
+
+    strict: an int default also requires a whole number, a str default a string (for tables written
+    for this check, not for signatures, whose `momentum: float = 0` or `compile: bool | str = "auto"` mislead).
+    """
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {value!r} is not allowed (allowed values: true, false)")
+    elif _is_number(default):
+        if not _is_number(value) or not math.isfinite(value):
+            raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a finite number)")
+        if strict and isinstance(default, int) and not isinstance(value, int):
+            raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a whole number)")
+    elif isinstance(default, tuple) and default and all(_is_number(d) for d in default):
+        if (not isinstance(value, (list, tuple)) or len(value) != len(default)
+                or not all(_is_number(v) and math.isfinite(v) for v in value)):
+            raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a list of {len(default)} "
+                              f"finite numbers, e.g. {list(default)})")
+    elif strict and isinstance(default, str) and not isinstance(value, str):
+        raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a string, e.g. {default!r})")
+
+
+#: Types of the data_args (docs/DESIGN.md "Data API"); the loaders check their ranges.
+DATA_ARG_TYPES = {"train_fraction": 1.0, "val_size": 1.0, "per_class": 1, "split_seed": 0, "subset_seed": 0,
+                  "size": 1, "max_len": 1, "augment": True, "seed_mask_bug": True, "normalize": "v6", "tokenizer": "gpt2"}
+
+
 def check_hp(name: str, hp: dict) -> None:
     """Each hp of registry optimizer `name` against the type of its default in the optimizer's
     signature, plus the common ranges (lr > 0, betas in [0, 1), weight_decay/momentum >= 0, eps > 0).
@@ -315,20 +343,8 @@ def check_hp(name: str, hp: dict) -> None:
     params = inspect.signature(optim.spec(name).cls.__init__).parameters
     hp = {k: v for k, v in hp.items() if k in params}
     for key, value in hp.items():
-        where = f"optimizer.hp.{key}"
-        default = params[key].default if key in params else inspect.Parameter.empty
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: {value!r} is not allowed (allowed values: true, false)")
-            continue
-        if key == "lr" or (_is_number(default) and default is not None):
-            if not _is_number(value) or not math.isfinite(value):
-                raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a finite number)")
-        if isinstance(default, tuple) and all(_is_number(d) for d in default):
-            if (not isinstance(value, (list, tuple)) or len(value) != len(default)
-                    or not all(_is_number(v) and math.isfinite(v) for v in value)):
-                raise ConfigError(f"{where}: {value!r} is not allowed (allowed: a list of {len(default)} "
-                                  f"finite numbers, e.g. {list(default)})")
+        default = params[key].default
+        _check_value(f"optimizer.hp.{key}", value, 0.0 if key == "lr" else default)
     lr = hp.get("lr", params["lr"].default if "lr" in params else None)
     if _is_number(lr) and not lr > 0:
         raise ConfigError(f"optimizer.hp.lr: {lr!r} is not allowed (allowed: a finite number > 0)")
@@ -348,7 +364,7 @@ def validate_run(run: dict) -> None:
     """
     import torch
 
-    from optirep import optim
+    from optirep import models, optim
     from optirep.data import loaders
 
     seed = run.get("seed")
@@ -367,7 +383,16 @@ def validate_run(run: dict) -> None:
     if unknown:
         raise ConfigError(f"task.data_args: unknown key(s) {unknown} for dataset {task['dataset']!r} "
                           f"(allowed: {', '.join(sorted(allowed))})")
+    for key, value in (task.get("data_args") or {}).items():
+        if key in DATA_ARG_TYPES:
+            _check_value(f"task.data_args.{key}", value, DATA_ARG_TYPES[key], strict=True)
+    model_params = inspect.signature(models.builder(task["model"])).parameters
+    for key, value in (task.get("model_args") or {}).items():
+        if key in model_params:  # unknown keys: build_model names them with the accepted ones
+            _check_value(f"task.model_args.{key}", value, model_params[key].default)
     o = run["optimizer"]
+    if not isinstance(o.get("closure", False), bool):
+        raise ConfigError(f"optimizer.closure: {o['closure']!r} is not allowed (allowed values: true, false)")
     check_hp(o["name"], o["hp"])
     try:
         optim.build(o["name"], [torch.nn.Parameter(torch.zeros(2))], **o["hp"])
