@@ -331,7 +331,7 @@ class NeuroPlastic(BioOptimizer):
         # self._run["steps"]: host-side step counter (diagnostics gate, steps_per_epoch); "epoch_set": whether
         # set_epoch was ever called. Both travel in state_dict()["run_state"].
         self._init_run_state()
-        self._run["epoch_set"] = False
+        self._run.update(steps=0, epoch_set=False)
 
     _NAME = _NAME
     _RUN_KEYS = ("epoch", "total_epochs")
