@@ -63,17 +63,19 @@ def _no_space(exc: OSError) -> bool:
     return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def write_bytes_atomic(path: Path, data: bytes, keep_previous: Path | None = None) -> None:
-    """Write `data` to `path` via `<path>.tmp` (fsynced) and a rename; never a partial `path`.
+def write_bytes_atomic(path: Path, data: bytes | list[bytes], keep_previous: Path | None = None) -> None:
+    """Write `data` (bytes, or chunks written in order) to `path` via `<path>.tmp` (fsynced) and a rename.
 
     keep_previous: rename an existing `path` to this name first (the checkpoint rotation).
     Raises RunFileError "no space left on <dir>" when the disk (or quota) is full; the temp file is removed.
     """
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
+    chunks = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
     try:
         with open(tmp, "wb") as fh:
-            fh.write(data)
+            for chunk in chunks:
+                fh.write(chunk)
             fh.flush()
             os.fsync(fh.fileno())
         if keep_previous is not None and path.exists():
@@ -82,7 +84,7 @@ def write_bytes_atomic(path: Path, data: bytes, keep_previous: Path | None = Non
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         if _no_space(exc):
-            raise RunFileError(f"no space left on {path.parent} (writing {path.name}, {len(data)} bytes); "
+            raise RunFileError(f"no space left on {path.parent} (writing {path.name}, {sum(map(len, chunks))} bytes); "
                                f"free space or use another --out") from None
         raise
 
@@ -123,7 +125,7 @@ def file_sha256(path: Path) -> str:
 def save_checkpoint(obj: Any, path: Path) -> None:
     """Write a checkpoint with its sha256 trailer; the existing one becomes `ckpt.prev.pt`."""
     payload = torch_bytes(obj)
-    write_bytes_atomic(path, payload + CKPT_MAGIC + hashlib.sha256(payload).digest(),
+    write_bytes_atomic(path, [payload, CKPT_MAGIC, hashlib.sha256(payload).digest()],  # no joined copy in memory
                        keep_previous=path.with_name(CKPT_PREV))
 
 
