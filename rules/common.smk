@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from optirep import config as optirep_config
+from optirep import tuning as optirep_tuning
 
 STUDY = config["study"]
 EXP_FILES = config["experiments"] if isinstance(config["experiments"], list) else [config["experiments"]]
@@ -23,7 +24,9 @@ wildcard_constraints:
     task="[a-z0-9_]+",
     label="[a-z0-9_]+",
     seed=r"\d+",
-    k=r"\d+",
+    k=r"-?\d+",
+    j=r"\d+",
+    r=r"\d+",
 
 
 def exp_file(w):
