@@ -143,7 +143,9 @@ def test_tuning_protocol_through_the_cli(tmp_path, capsys):
     from optirep.report.aggregate import collect_tuning, tuning_view
     from optirep.report.figures import fig_lr_sensitivity, lr_frame
 
-    exp = write_experiment(tmp_path)
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["tasks"]["mnist1d_mlp"].update(steps=8, eval_every=4, features=0)  # 2 seeds x 8+ configurations: keep it short
+    exp = write_experiment(tmp_path, cfg)
     tdir = tmp_path / "results" / "unit" / "tune" / "mnist1d_mlp" / "sgd"
     base = ["--experiment", str(exp), "--task", "mnist1d_mlp", "--optimizer", "sgd"]
 

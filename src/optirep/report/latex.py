@@ -143,7 +143,7 @@ def _tuning_cell(agg: dict) -> str:
         return "none"
     if "budget" in t:
         return (f"{len(t.get('seeds', []))} seeds, {t['budget']} runs "
-                f"({t.get('lr_sweep', {}).get('per_decade', '?')}/dec.\ sweep + {t.get('random_trials', 0)} random)")
+                f"({t.get('lr_sweep', {}).get('per_decade', '?')}/decade sweep + {t.get('random_trials', 0)} random)")
     return f"{t.get('trials', 0)} trials, seed {t.get('seed', 0)}"
 
 
