@@ -17,8 +17,8 @@ from optirep.report.latex import escape, macro_name
 
 FIGS = (("curves", "Learning curves"),
         ("lr_sensitivity", "Learning-rate sensitivity: final validation metric against the learning rate of the LR "
-                           "sweep, mean and range over the tuning seeds; star = selected configuration; an open "
-                           "triangle and ``optimum at ... bound'' mark an optimum the search did not bracket"),
+                           "sweep, mean and range over the tuning seeds; star = selected configuration; a dotted "
+                           "line and ``optimum at ... bound'' mark an optimum the search did not bracket"),
         ("erank", "Spectral metrics of the final classifier weights / features"),
         ("gradcam", "Grad-CAM (layer3, true class) of the first seed of each optimizer; intensities are min-max "
                     "normalised per image, so only ROAD scores compare optimizers"))

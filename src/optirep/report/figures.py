@@ -141,8 +141,8 @@ def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str =
     """Validation metric against learning rate, one curve per tuned optimizer (the LR sweep of the tuning).
 
     Line: mean over the tuning seeds at each sweep point; band: the range (min..max) over those seeds;
-    star: the selected configuration (it may be a random-search trial, plotted at its own lr); an open
-    triangle pointing outwards and "(optimum at lower/upper bound: ...)" in the legend where the search did
+    star: the selected configuration (it may be a random-search trial, plotted at its own lr); a dotted
+    vertical line at the edge and "(optimum at lower/upper bound: ...)" in the legend where the search did
     not bracket the optimum (`tuning_view`'s edge: a hard bound or the budget stopped the sweep, or in old
     aggregates the selected lr is the smallest or largest sampled); red x: configurations with a diverged seed. A second panel plots the same curves against
     effective lr (lr x the optimizer's measured gain) when some optimizer reports one. Old aggregates
@@ -180,11 +180,9 @@ def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str =
             if not sel.empty:
                 ax.scatter([sel[xcol].mean()], [sel[value].mean()], marker="*", s=120, color=colors[label],
                            edgecolors="k", linewidths=0.6, zorder=4)
-            if edge and not ok.empty:  # open triangle pointing out of the searched range
+            if edge and not ok.empty:  # a dotted line where the search stopped with its best point on the edge
                 edge_row = ok.iloc[0] if edge == "lower" else ok.iloc[-1]
-                shift = 10 ** (-0.12 if edge == "lower" else 0.12)
-                ax.scatter([edge_row["x"] * shift], [edge_row["mean"]], marker="<" if edge == "lower" else ">",
-                           s=90, facecolors="none", edgecolors=colors[label], linewidths=1.2, zorder=5)
+                ax.axvline(edge_row["x"], color=colors[label], ls=":", lw=1.2, zorder=1)
         vals = df[xcol].dropna()
         if not vals.empty:
             _log_axis(ax, vals.tolist())
