@@ -139,8 +139,8 @@ def main_table(agg: dict, label: str | None = None) -> str:
 def _tuning_cell(agg: dict) -> str:
     """The tuning protocol of a task in one cell: tuning seeds and the budget per tuned label."""
     t = agg.get("tuning") or {}
-    if not any((info.get("tuning") for info in agg["per_label"].values())) and not t:
-        return "none"
+    if not any(info.get("tuning") for info in agg["per_label"].values()):
+        return "none"  # no tuned optimizer in this task
     if "budget" in t:
         return (f"{len(t.get('seeds', []))} seeds, {t['budget']} runs "
                 f"({t.get('lr_sweep', {}).get('per_decade', '?')}/decade sweep + {t.get('random_trials', 0)} random)")
