@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from optirep import config as optirep_config
+from optirep import tuning as optirep_tuning
 
 STUDY = config["study"]
 EXP_FILES = config["experiments"] if isinstance(config["experiments"], list) else [config["experiments"]]
@@ -30,7 +31,9 @@ wildcard_constraints:
     task="[a-z0-9_]+",
     label="[a-z0-9_]+",
     seed=r"\d+",
-    k=r"\d+",
+    k=r"-?\d+",
+    j=r"\d+",
+    r=r"\d+",
     spec=optirep_config.SPEC_PATTERN,
 
 
@@ -60,17 +63,12 @@ def run_dirs(exp, task, label):
     return [f"results/{exp}/runs/{task}/{label}/{spec(exp, task, label)}/seed{s}" for s in EXPS[exp]["seeds"]]
 
 
-def trial_dirs(exp, task, label):
-    d = f"results/{exp}/tune/{task}/{label}/{spec(exp, task, label)}"
-    return [f"{d}/trial{k}" for k in range(EXPS[exp]["tuning"]["trials"])]
-
-
 def hp_input(w):
     """The hyperparameter file a final run depends on: tuning selection or effective-LR control."""
     o = opt_cfg(w)
     s = current_spec(w)
-    if o.get("tune"):
-        return f"results/{w.exp}/tune/{w.task}/{w.label}/{s}/selected.json"
+    if o.get("tune"):  # the tuning tree (rules/tune.smk) has no {spec} level yet
+        return f"results/{w.exp}/tune/{w.task}/{w.label}/selected.json"
     if o.get("lr_from"):
         return f"results/{w.exp}/derived/{w.task}/{w.label}/{s}/hp.json"
     return []
@@ -112,14 +110,14 @@ def aggregates(exp):
     return [f"results/{exp}/aggregate/{t}.json" for t in EXPS[exp]["tasks"]]
 
 
-def trial_metrics(exp):
+def selections(exp):
+    """selected.json of every tuned label (its trials are decided by the bracket checkpoint)."""
     e = EXPS[exp]
     return [
-        f"{d}/metrics.json"
+        f"results/{exp}/tune/{t}/{label}/selected.json"
         for t, task in e["tasks"].items()
         for label in task["optimizers"]
         if e["optimizers"][label].get("tune")
-        for d in trial_dirs(exp, t, label)
     ]
 
 
@@ -130,7 +128,7 @@ def all_targets():
         # Every run the aggregates cite is a target too: Snakemake does not rebuild a deleted
         # intermediate file whose consumers are up to date (snakemake/snakemake#1978), so a run
         # directory deleted after aggregation would otherwise stay cited by aggregate and claims.
-        targets += final_metrics(exp) + trial_metrics(exp)
+        targets += final_metrics(exp) + selections(exp)
         targets += [a for t in EXPS[exp]["tasks"] for a in analyses(exp, t)]
     if config.get("latex", True):
         targets.append(f"{PAPER_DIR}/ms.pdf")
@@ -148,3 +146,46 @@ def fetched(w=None):
 def gradcam_tasks(exp):
     e = EXPS[exp]
     return [t for t, task in e["tasks"].items() if task["model"] == "resnet18"]
+
+
+# Tuning (rules/tune.smk): the LR sweep's points and its bracketing rounds.
+def tune_dir(w):
+    return f"results/{w.exp}/tune/{w.task}/{w.label}"
+
+
+def initial_points(w):
+    o, t = opt_cfg(w), EXPS[w.exp]["tuning"]
+    return list(range(len(optirep_tuning.lr_grid(o, t["lr_sweep"]["per_decade"]))))
+
+
+def round_record(w, r):
+    """Round r's record (Snakemake schedules the round first when it does not exist yet)."""
+    f = checkpoints.bracket.get(exp=w.exp, task=w.task, label=w.label, r=r).output[0]
+    return f, json.loads(Path(f).read_text())
+
+
+def bracket_inputs(w):
+    r = int(w.r)
+    if r == 0:
+        ks, prev = initial_points(w), []
+    else:
+        f, rec = round_record(w, r - 1)
+        if rec["status"] != "extend":
+            raise ValueError(f"{f}: the sweep stopped there ({rec['status']}); round {r} is not needed")
+        ks, prev = [p["k"] for p in rec["points"]] + rec["next"], [f]
+    match = (opt_cfg(w).get("gain") or {}).get("match")
+    return {
+        "exp": exp_file(w),
+        "previous": prev,
+        "points": [f"{tune_dir(w)}/lr/k{k}/trial.json" for k in sorted(ks)],
+        "match": [f"results/{w.exp}/tune/{w.task}/{match}/sweep.json"] if match else [],
+    }
+
+
+def final_round(w):
+    r = 0
+    while True:
+        f, rec = round_record(w, r)
+        if rec["status"] != "extend":
+            return f
+        r += 1

@@ -1,51 +1,10 @@
-# Training: tuning trials -> selection on val -> final runs (task x optimizer x seed).
+# Training: final runs (task x optimizer x seed); tuning lives in rules/tune.smk.
 # Every job is one `optirep train` call; its run dir resumes from its checkpoint if interrupted.
 # Paths carry {spec}, the hash of the config a run depends on (common.smk `spec`), and the experiment
 # file is a param, not an input: editing one task's block gives that task's runs a new place and
 # leaves every finished run (and every other task) untouched (docs/DESIGN.md "Results tree").
-
-
-rule train_trial:
-    input:
-        data=fetched_for_current,
-    output:
-        "results/{exp}/tune/{task}/{label}/{spec}/trial{k}/metrics.json",
-    log:
-        "results/{exp}/logs/tune/{task}/{label}/{spec}/trial{k}.log",
-    params:
-        exp=exp_file,
-        seed=lambda w: EXPS[w.exp]["tuning"]["seed"],
-        out=lambda w, output: os.path.dirname(output[0]),
-        data=DATA_ARGS,
-    conda:
-        "../envs/optirep.yaml"
-    threads: 1
-    resources:
-        gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
-    shell:
-        "optirep train --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --seed {params.seed} --trial {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
-
-
-rule select:
-    input:
-        trials=lambda w: [
-            f"results/{w.exp}/tune/{w.task}/{w.label}/{current_spec(w)}/trial{k}/metrics.json"
-            for k in range(EXPS[w.exp]["tuning"]["trials"])
-        ],
-    output:
-        "results/{exp}/tune/{task}/{label}/{spec}/selected.json",
-    log:
-        "results/{exp}/logs/select/{task}/{label}/{spec}.log",
-    params:
-        exp=exp_file,
-        dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.trials),
-    conda:
-        "../envs/optirep.yaml"
-    threads: 1
-    shell:
-        "optirep select --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --trials {params.dirs} --out {output} > {log} 2>&1"
+# (The tuning tree, rules/tune.smk, has no {spec} level yet: a tuned label's selected.json follows
+# the experiment file's mtime.)
 
 
 rule derive_hp:
