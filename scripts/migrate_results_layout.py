@@ -2,12 +2,12 @@
 
     python scripts/migrate_results_layout.py experiments/cpu_vision.yaml [--results results/cpu_vision] [--dry-run]
 
-For every (task, label) of the experiment: `runs/<task>/<label>/seed<s>` -> `runs/<task>/<label>/<spec>/seed<s>`,
-`tune/<task>/<label>/trial<k>` (+ `selected.json`) -> `tune/<task>/<label>/<spec>/...`, and
-`derived/<task>/<label>/hp.json` -> `derived/<task>/<label>/<spec>/hp.json`, where `<spec>` is the
+For every (task, label) of the experiment: `runs/<task>/<label>/seed<s>` -> `runs/<task>/<label>/<spec>/seed<s>`
+and `derived/<task>/<label>/hp.json` -> `derived/<task>/<label>/<spec>/hp.json`, where `<spec>` is the
 current config's (`optirep.config.spec_hash`). A run directory moves only when its config.json is the
 run the current experiment file resolves to (same `config_hash`, with the hp it recorded); anything
 else stays where it is and is listed. Renames keep mtimes, so Snakemake sees the moved runs as up to date.
+The tuning tree (`tune/`) has no `<spec>` level yet and is left as it is.
 Nothing is deleted or overwritten: a target that already exists is left alone and reported.
 """
 
@@ -52,7 +52,7 @@ def migrate(exp_file: Path, results: Path, dry_run: bool = False) -> tuple[list[
     for task, t in cfg["tasks"].items():
         for label in t["optimizers"]:
             spec = config.spec_hash(cfg, task, label)
-            for kind, prefix in (("runs", "seed"), ("tune", "trial")):
+            for kind, prefix in (("runs", "seed"),):
                 base = results / kind / task / label
                 if not base.is_dir():
                     continue
@@ -66,8 +66,6 @@ def migrate(exp_file: Path, results: Path, dry_run: bool = False) -> tuple[list[
                         ok.append(d)
                 for d in ok:
                     move(d, base / spec / d.name)
-                if kind == "tune" and (base / "selected.json").is_file() and ok and len(ok) == len(dirs):
-                    move(base / "selected.json", base / spec / "selected.json")
             hp = results / "derived" / task / label / "hp.json"
             if hp.is_file():
                 source = (cfg["optimizers"][label].get("lr_from") or {}).get("label")
