@@ -23,7 +23,7 @@ FIGS = (("curves", "Learning curves (mean over seeds, band: 95\\% t-interval)"),
                     "normalised per image, so only ROAD scores compare optimizers"))
 # Figures are drawn at print size (optirep.report.figures.TEXT_WIDTH_IN); LaTeX only shrinks one that
 # would overflow. The height caps keep two figures on a page, and the Grad-CAM grid with its caption.
-MAX_HEIGHT = {"gradcam": 0.8}
+MAX_HEIGHT = {"gradcam": 0.6}
 DEFAULT_MAX_HEIGHT = 0.45
 
 
@@ -103,8 +103,9 @@ def main(argv=None) -> int:
                 if pdf.exists():
                     parts += figure_tex(rel(pdf), f"{caption}: {escape(exp)} / {escape(agg['task'])} "
                                                   f"({escape(agg['scale'])}).", kind)
-    # One flush after the last experiment (not one per experiment, which left mostly empty pages).
-    parts.append(r"\clearpage")
+    # Flush the last experiment's floats before the next section without a page break (a \clearpage
+    # per experiment left mostly empty pages).
+    parts.append(r"\FloatBarrier")
     write_text(out, "\n".join(parts) + "\n")
     print(f"{out}: {len(args.results)} experiments")
     return 0

@@ -132,7 +132,7 @@ def test_results_section_caps_figure_size_and_lets_floats_share_pages():
     grid = "\n".join(mod.figure_tex("g.pdf", "cap", "gradcam"))
     curves = "\n".join(mod.figure_tex("c.pdf", "cap", "curves"))
     assert r"\begin{figure}[htbp]" in curves and r"\caption{cap}" in grid
-    assert r"max width=\linewidth,max height=0.8\textheight" in grid
+    assert r"max width=\linewidth,max height=0.6\textheight" in grid
     assert r"max height=0.45\textheight" in curves
     assert r"\renewcommand{\floatpagefraction}{0.75}" in mod.FLOAT_LAYOUT
     ms = (REPO / "paper" / "ms.tex").read_text()
