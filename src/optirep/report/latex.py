@@ -99,7 +99,7 @@ def main_table(agg: dict, label: str | None = None) -> str:
     arrow = r"$\uparrow$" if agg["higher_is_better"] else r"$\downarrow$"
     unit_txt = f" ({unit})" if unit else ""
     lines = [
-        r"\begin{table}[t]", r"\centering", r"\small",
+        r"\begin{table}[htbp]", r"\centering", r"\small",
         rf"\caption{{{escape(agg['experiment'])} / {escape(agg['task'])} ({escape(agg['scale'])}): "
         rf"final-step test {escape(metric)}{unit_txt} {arrow}, mean $\pm$ std over {_n_text(agg)}. "
         rf"$\Delta$: difference to the baseline \texttt{{{escape(agg['baseline'])}}} with its 95\% Welch interval; "
