@@ -93,7 +93,8 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     smoke = repo / "results" / "smoke"
     cfg = config.load_experiment(repo / "experiments" / "smoke.yaml")
     for task, label, seed in config.grid(cfg):
-        m = json.loads((smoke / "runs" / task / label / f"seed{seed}" / "metrics.json").read_text())
+        run_dir = smoke / "runs" / task / label / config.spec_hash(cfg, task, label) / f"seed{seed}"
+        m = json.loads((run_dir / "metrics.json").read_text())
         assert m["steps"] == cfg["tasks"][task]["steps"] or m["diverged"], (task, label, seed)
     for task in cfg["tasks"]:
         agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())

@@ -17,12 +17,12 @@ Snakemake rules and DVC stages call exactly these commands, so every step also r
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
+    from optirep import runio
     from optirep import config
     from optirep.train import train
 
@@ -39,9 +39,12 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
+    runio.validate_stop_after(a.stop_after)
 
     cfg = config.load_experiment(a.experiment)
-    hp = json.loads(a.hp_json.read_text())["hp"] if a.hp_json is not None else None
+    hp = runio.read_json(a.hp_json).get("hp") if a.hp_json is not None else None
+    if a.hp_json is not None and not isinstance(hp, dict):
+        raise config.ConfigError(f"--hp-json {a.hp_json}: expected a mapping 'hp', got {hp!r}")
     run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
     rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
     if rec is None:
@@ -70,6 +73,7 @@ def _tuned_label(cfg: dict, label: str, source: str) -> dict:
 
 def _tune_trial(argv: list[str]) -> int:
     """Train one tuning configuration at every tuning seed (DIR/seed<s>/), then write DIR/trial.json last."""
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json, train
 
@@ -94,7 +98,7 @@ def _tune_trial(argv: list[str]) -> int:
     else:
         if a.sweep is None:
             p.error("--random needs --sweep (the sweep record whose best lr the trials centre on)")
-        sweep = json.loads(a.sweep.read_text())
+        sweep = runio.read_json(a.sweep)
         trials = tuning.random_trials(cfg, a.optimizer, sweep["best"]["lr"])
         if not 0 <= a.random < len(trials):
             raise config.ConfigError(f"--random {a.random}: {a.experiment} has tuning.random_trials "
@@ -113,6 +117,7 @@ def _tune_trial(argv: list[str]) -> int:
 
 
 def _read_trials(dirs: list[Path]) -> list[dict]:
+    from optirep import runio
     from optirep.tuning import TuningError
 
     out = []
@@ -120,12 +125,13 @@ def _read_trials(dirs: list[Path]) -> list[dict]:
         f = Path(d) / "trial.json"
         if not f.exists():
             raise TuningError(f"{f} does not exist: the tuning trial did not finish")
-        out.append(json.loads(f.read_text()))
+        out.append(runio.read_json(f))
     return out
 
 
 def _bracket(argv: list[str]) -> int:
     """One round of the LR sweep: extend at an edge (or for effective-LR coverage) or stop, as JSON."""
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json
 
@@ -139,7 +145,7 @@ def _bracket(argv: list[str]) -> int:
     a = p.parse_args(argv)
     cfg = config.load_experiment(a.experiment)
     _tuned_label(cfg, a.optimizer, a.experiment)
-    match = json.loads(a.match.read_text()) if a.match else None
+    match = runio.read_json(a.match) if a.match else None
     rec = tuning.bracket_round(cfg, a.optimizer, _read_trials(a.points), match)
     rec["task"] = a.task
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -151,6 +157,7 @@ def _bracket(argv: list[str]) -> int:
 
 
 def _select(argv: list[str]) -> int:
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json
 
@@ -164,7 +171,7 @@ def _select(argv: list[str]) -> int:
     a = p.parse_args(argv)
     cfg = config.load_experiment(a.experiment)
     _tuned_label(cfg, a.optimizer, a.experiment)
-    chosen = tuning.select(json.loads(a.sweep.read_text()), _read_trials(a.trials), cfg["tuning"]["select_on"])
+    chosen = tuning.select(runio.read_json(a.sweep), _read_trials(a.trials), cfg["tuning"]["select_on"])
     chosen.update(task=a.task, label=a.optimizer)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out, chosen)
@@ -174,6 +181,7 @@ def _select(argv: list[str]) -> int:
 
 def _derive_hp(argv: list[str]) -> int:
     """Effective-LR control: lr = source lr x the product of diagnostics, averaged over the run and its seeds."""
+    from optirep import runio
     from optirep import config
     from optirep.train import atomic_write_json
     from optirep.tuning import run_gain
@@ -191,7 +199,7 @@ def _derive_hp(argv: list[str]) -> int:
     gains, lrs = [], []
     for d in a.runs:
         gains.append(run_gain(d, spec["keys"]))
-        lrs.append(json.loads((d / "metrics.json").read_text())["hp"]["lr"])
+        lrs.append(runio.read_json(d / "metrics.json")["hp"]["lr"])
     gain = sum(gains) / len(gains)
     hp = {"lr": lrs[0] * gain}
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -253,11 +261,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optirep: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     from optirep.config import ConfigError
+    from optirep.runio import RunIOError
     from optirep.tuning import TuningError
 
     try:
         return COMMANDS[cmd](rest)
-    except (ConfigError, TuningError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, TuningError, RunIOError, FileNotFoundError, KeyError) as exc:
         print(f"optirep {cmd}: error: {exc}", file=sys.stderr)
         return 2
 

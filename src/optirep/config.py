@@ -13,6 +13,7 @@ import copy
 import hashlib
 import inspect
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,21 @@ class ConfigError(ValueError):
     """An experiment file or override is invalid; the message names the file and key."""
 
 
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` and `1.0e8` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings)."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """Parse YAML text the way users write numbers (see YAMLLoader); what every experiment reader uses."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def schema_path(experiment_path: Path | None = None) -> Path:
     """experiments/schema.yaml beside the experiment file, else the repository's."""
     if experiment_path is not None:
@@ -44,7 +60,7 @@ def _where(error: jsonschema.ValidationError) -> str:
 
 
 def validate_schema(cfg: dict, source: str, schema_file: Path | None = None) -> None:
-    schema = yaml.safe_load(Path(schema_file or DEFAULT_SCHEMA).read_text())
+    schema = load_yaml(Path(schema_file or DEFAULT_SCHEMA).read_text())
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -80,6 +96,12 @@ def check_semantics(cfg: dict, source: str) -> None:
             if key not in allowed:
                 problems.append(f"optimizers.{label}: unknown hyperparameter {key!r} for {o['name']} "
                                 f"(allowed: {', '.join(sorted(allowed))})")
+        try:  # types and ranges of the given hp (lr > 0 and finite, betas in [0, 1), ...)
+            from optirep.runio import check_hp
+
+            check_hp(o["name"], o.get("hp", {}))
+        except ConfigError as exc:
+            problems.append(str(exc).replace("optimizer.hp", f"optimizers.{label}.hp", 1))
         if o.get("tune") and not o.get("search_space"):
             problems.append(f"optimizers.{label}: tune: true needs a search_space")
         lr_from = o.get("lr_from")
@@ -123,7 +145,7 @@ def load_experiment(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"experiment file not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(cfg, dict):
@@ -137,6 +159,10 @@ def load_experiment(path: str | Path) -> dict:
     return cfg
 
 
+#: What `--set optimizer.<key>` and `--set run.<key>` may set (task.* keys are checked by the schema).
+OVERRIDABLE = {"optimizer": ("hp", "closure"), "run": ("device", "threads")}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], yaml-parsed value)."""
     if "=" not in text:
@@ -145,7 +171,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts or parts[0] not in ("task", "optimizer", "run"):
         raise ConfigError(f"--set {text!r}: key must start with task., optimizer. or run. (got {key!r})")
-    return parts, yaml.safe_load(raw)
+    allowed = OVERRIDABLE.get(parts[0])
+    if allowed is not None and (len(parts) < 2 or parts[1] not in allowed
+                                or (parts[1] != "hp" and len(parts) != 2) or (parts[1] == "hp" and len(parts) != 3)):
+        keys = ", ".join(f"{parts[0]}.{k}" + (".<name>" if k == "hp" else "") for k in allowed)
+        raise ConfigError(f"--set {text!r}: unknown key {key.strip()!r} (allowed: {keys}, task.<key>)")
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return parts, value
 
 
 def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
@@ -186,7 +221,7 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
             # a run is sized by steps or by epochs, not both: setting one replaces the other
             run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
     # Re-validate the task and optimizer after overrides with the same schema.
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = load_yaml(schema_path().read_text())
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
         sub = {**schema["$defs"][ref], "$defs": schema["$defs"]}
         obj = run["task"] if part == "task" else {"name": run["optimizer"]["name"], "hp": run["optimizer"]["hp"]}
@@ -206,6 +241,51 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
 def config_hash(run: dict) -> str:
     body = {k: v for k, v in run.items() if k != "config_hash"}
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- results layout
+SPEC_PREFIX = "cfg-"
+SPEC_PATTERN = r"cfg-[0-9a-f]{10}"
+
+
+def run_spec(cfg: dict, task: str, label: str) -> dict:
+    """Everything of an experiment file that the runs of (task, label) depend on (docs/DESIGN.md "Results tree").
+
+    The experiment's name, scale, device and threads, the whole task block, the label's optimizer
+    block (without its description), the tuning block for a tuned label, and the source label's
+    spec for an effective-LR control (`lr_from`). Seeds are not part of it (they are path levels).
+    """
+    t, o = cfg["tasks"][task], cfg["optimizers"][label]
+    spec = {"experiment": cfg["name"], "scale": cfg["scale"], "device": cfg.get("device", "auto"),
+            "threads": cfg.get("threads"), "task": t,
+            "optimizer": {k: v for k, v in o.items() if k != "description"}}
+    if o.get("tune"):
+        # the whole tuning block, with load_experiment's defaults (so raw and loaded files hash alike)
+        spec["tuning"] = {"select_on": "final_val", "sampler_seed": 0, **(cfg.get("tuning") or {})}
+    if o.get("lr_from"):
+        spec["lr_from_spec"] = spec_hash(cfg, task, o["lr_from"]["label"])
+    return spec
+
+
+def spec_hash(cfg: dict, task: str, label: str) -> str:
+    """`cfg-<10 hex>`: the results-tree level that keeps runs of different configs apart."""
+    body = json.dumps(run_spec(cfg, task, label), sort_keys=True, default=str)
+    return SPEC_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:10]
+
+
+def label_dir(results: str | Path, kind: str, cfg: dict, task: str, label: str, legacy: bool = True) -> Path:
+    """`<results>/<kind>/<task>/<label>/<spec>` (kind: runs, tune, derived) for the current config.
+
+    legacy: when that folder does not exist but `<results>/<kind>/<task>/<label>` holds runs written
+    before the spec level existed (`seed*` or `trial*` folders directly), return that one, so result
+    trees of earlier versions stay readable.
+    """
+    base = Path(results) / kind / task / label
+    current = base / spec_hash(cfg, task, label)
+    if legacy and not current.exists() and base.is_dir() and any(
+            p.is_dir() and (p.name.startswith("seed") or p.name.startswith("trial")) for p in base.iterdir()):
+        return base
+    return current
 
 
 def grid(cfg: dict) -> list[tuple[str, str, int]]:

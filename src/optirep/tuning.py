@@ -184,10 +184,9 @@ def run_gain(run_dir: Path, keys: Sequence[str]) -> float:
     """
     run_dir = Path(run_dir)
     per_row = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    from optirep.runio import read_jsonl  # a cut line is named (path:line)
+
+    for r in read_jsonl(run_dir / "metrics.jsonl"):
         missing = [k for k in keys if k not in r.get("diag", {})]
         if missing:
             raise KeyError(f"{run_dir}/metrics.jsonl step {r.get('step')}: diagnostics lack {missing} "
