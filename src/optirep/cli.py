@@ -4,6 +4,7 @@
     optirep fetch tinyshakespeare --mirror ../shared/datasets
     optirep validate experiments/smoke.yaml     # schema + registry checks, prints the run grid
     optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--trial K | --hp-json F]
+    optirep train ... --seed 0 --out D0 --seed 1 --out D1    # several runs in one process (optirep.launch)
     optirep select --experiment E --task T --optimizer L --trials DIR... --out selected.json
     optirep derive-hp --experiment E --optimizer L --runs DIR... --out hp.json   # effective-LR control
     optirep analyze RUN_DIR --out FILE.json
@@ -21,19 +22,20 @@ from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
-    from optirep import config, tuning
-    from optirep.train import atomic_write_json, train  # noqa: F401
+    from optirep import launch
 
-    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
+    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run, or "
+                                "several in one process (repeat --out, with one --seed or --trial per --out).")
     p.add_argument("--experiment", required=True, help="experiments/X.yaml")
     p.add_argument("--task", required=True)
     p.add_argument("--optimizer", required=True, help="an optimizer label of the experiment")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--seed", type=int, required=True, action="append", help="run seed (one, or one per --out)")
+    p.add_argument("--out", required=True, type=Path, action="append", help="run directory (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. task.steps=100 or optimizer.hp.lr=0.01 (repeatable)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--trial", type=int, help="tuning trial index: hp from the experiment's search space")
+    g.add_argument("--trial", type=int, action="append",
+                   help="tuning trial index: hp from the experiment's search space (one per --out)")
     g.add_argument("--hp-json", type=Path, help="JSON file whose 'hp' mapping overrides the optimizer hp")
     p.add_argument("--data-root", default=None, help="dataset root (default $OPTIREP_DATA or ./data)")
     p.add_argument("--mirror", default=None, help="offline mirror directory (default $OPTIREP_DATA_MIRROR)")
@@ -41,27 +43,9 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
-
-    cfg = config.load_experiment(a.experiment)
-    hp = None
-    if a.trial is not None:
-        o = cfg["optimizers"].get(a.optimizer)
-        if o is None or not o.get("tune"):
-            raise config.ConfigError(f"--trial: optimizer label {a.optimizer!r} has no tune: true in {a.experiment}")
-        trials = tuning.sample_trials(o["search_space"], cfg["tuning"]["trials"], cfg["tuning"]["seed"])
-        if not 0 <= a.trial < len(trials):
-            raise config.ConfigError(f"--trial {a.trial}: the experiment has {len(trials)} trials (0..{len(trials) - 1})")
-        hp = trials[a.trial]
-    elif a.hp_json is not None:
-        hp = json.loads(a.hp_json.read_text())["hp"]
-    run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
-    rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
-    if rec is None:
-        print(f"{a.out}: stopped after {a.stop_after} steps (checkpointed); rerun to continue")
-        return 0
-    status = "DIVERGED at step %s" % rec["diverged_step"] if rec["diverged"] else f"final_test {rec['final_test']:.4g}"
-    print(f"{a.out}: {rec['metric']} {status} ({rec['steps']} steps, {rec['wall_time_s']:.1f} s)")
-    return 0
+    runs = launch.plan_runs(a.seed, a.trial, a.out)
+    return launch.train_runs(a.experiment, a.task, a.optimizer, runs, a.set, a.hp_json, data_root=a.data_root,
+                             mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
 
 
 def _select(argv: list[str]) -> int:

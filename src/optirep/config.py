@@ -2,7 +2,8 @@
 
     python -m optirep.config experiments/smoke.yaml     # validate and print the resolved grid
 
-Config is data: `experiments/schema.yaml` checks the shape (unknown keys are errors), then
+Config is data: the JSON Schema shipped in the package (`optirep/schema/experiment.yaml`, in the
+repository also at its documented path `experiments/schema.yaml`, a symlink) checks the shape (unknown keys are errors), then
 `check_semantics` checks names against the registries (optimizers, models, datasets, hyperparameter
 names), so a typo fails before any training with the key and the allowed values in the message.
 """
@@ -10,17 +11,20 @@ names), so a typo fails before any training with the key and the allowed values 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "schema.yaml"
+#: The experiment schema as package data (works in a non-editable install; read with importlib.resources).
+DEFAULT_SCHEMA = resources.files("optirep") / "schema" / "experiment.yaml"
 SEGMENTATION_METRICS = ("pixel_accuracy", "miou")
 #: Orientation of every task metric (the schema's `metric` enum), for training, aggregation and verdicts.
 HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
@@ -30,8 +34,8 @@ class ConfigError(ValueError):
     """An experiment file or override is invalid; the message names the file and key."""
 
 
-def schema_path(experiment_path: Path | None = None) -> Path:
-    """experiments/schema.yaml beside the experiment file, else the repository's."""
+def schema_path(experiment_path: Path | None = None):
+    """schema.yaml beside the experiment file, else the package's (a Path or importlib Traversable)."""
     if experiment_path is not None:
         beside = Path(experiment_path).resolve().parent / "schema.yaml"
         if beside.exists():
@@ -39,12 +43,23 @@ def schema_path(experiment_path: Path | None = None) -> Path:
     return DEFAULT_SCHEMA
 
 
+@functools.lru_cache(maxsize=8)
+def _read_schema(schema_file) -> dict:
+    return yaml.safe_load(schema_file.read_text())
+
+
+def load_schema(schema_file=None) -> dict:
+    """The parsed experiment schema (`schema_path()`'s by default); parsed once per process."""
+    schema_file = schema_file or DEFAULT_SCHEMA
+    return copy.deepcopy(_read_schema(Path(schema_file) if isinstance(schema_file, str) else schema_file))
+
+
 def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
 def validate_schema(cfg: dict, source: str, schema_file: Path | None = None) -> None:
-    schema = yaml.safe_load(Path(schema_file or DEFAULT_SCHEMA).read_text())
+    schema = load_schema(schema_file)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -148,11 +163,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, yaml.safe_load(raw)
 
 
-def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+def request_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
                 hp_override: dict | None = None, source: str = "<experiment>") -> dict:
-    """The complete config of one training run (what config.json records)."""
-    from optirep import optim
+    """The run as the experiment and the command line ask for it, before the registry resolves it.
 
+    Pure data (no torch import): `resolve_run` completes it; `optirep.launch` compares it with a
+    finished run's config.json to recognise the run without importing torch. `optimizer.closure`
+    is present only where the experiment or an override sets it.
+    """
     if task not in cfg["tasks"]:
         raise ConfigError(f"{source}: unknown task {task!r} (allowed values: {', '.join(cfg['tasks'])})")
     t = copy.deepcopy(cfg["tasks"][task])
@@ -160,14 +178,14 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
         raise ConfigError(f"{source}: task {task!r} has no optimizer {label!r} "
                           f"(allowed values: {', '.join(t['optimizers'])})")
     o = copy.deepcopy(cfg["optimizers"][label])
-    entry = optim.spec(o["name"])
     run = {
         "experiment": cfg["name"], "scale": cfg["scale"], "task_name": task, "label": label, "seed": seed,
         "device": cfg.get("device", "auto"), "threads": cfg.get("threads"),
         "task": t,
-        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {})),
-                      "closure": o.get("closure", entry.needs_closure)},
+        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {}))},
     }
+    if "closure" in o:
+        run["optimizer"]["closure"] = o["closure"]
     if "multiplexer" in o:
         t["multiplexer"] = o["multiplexer"]
     if hp_override:
@@ -182,8 +200,44 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {p!r} is not a mapping")
         node[parts[-1]] = value
+    return run
+
+
+def class_defaults(cls: type) -> dict[str, Any]:
+    """Every keyword of `cls.__init__` with a default (except params), as JSON-ready values.
+
+    Tuples become lists (as JSON writes them); a default JSON cannot hold is recorded as its repr.
+    """
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "params") or p.default is inspect.Parameter.empty:
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        v = p.default
+        try:
+            out[name] = json.loads(json.dumps(v))
+        except (TypeError, ValueError):
+            out[name] = repr(v)
+    return out
+
+
+def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+                hp_override: dict | None = None, source: str = "<experiment>") -> dict:
+    """The complete config of one training run (what config.json records).
+
+    `optimizer.resolved_hp` is every keyword the optimizer class runs with: its signature defaults,
+    overridden by the registry entry's defaults, overridden by the run's hp; `config_hash` covers it,
+    so a change of any default is a different run.
+    """
+    from optirep import optim
+
+    run = request_run(cfg, task, label, seed, overrides, hp_override, source)
+    o = run["optimizer"]
+    entry = optim.spec(o["name"])
+    o.setdefault("closure", entry.needs_closure)
     # Re-validate the task and optimizer after overrides with the same schema.
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = load_schema()
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
         sub = {**schema["$defs"][ref], "$defs": schema["$defs"]}
         obj = run["task"] if part == "task" else {"name": run["optimizer"]["name"], "hp": run["optimizer"]["hp"]}
@@ -195,7 +249,8 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
     if unknown:
         raise ConfigError(f"{source}: unknown hyperparameter(s) {unknown} for {o['name']} "
                           f"(allowed: {', '.join(sorted(allowed))})")
-    run["optimizer"]["resolved_hp"] = optim.resolve_hp(o["name"], **run["optimizer"]["hp"])
+    run["optimizer"]["resolved_hp"] = {**class_defaults(entry.cls),
+                                       **optim.resolve_hp(o["name"], **run["optimizer"]["hp"])}
     run["config_hash"] = config_hash(run)
     return run
 

@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import random
-import resource
 import subprocess
 import sys
 import time
@@ -35,6 +34,7 @@ import optirep
 from optirep import data as datalib
 from optirep import models, optim
 from optirep.config import HIGHER_IS_BETTER, ConfigError
+from optirep.launch import peak_rss_bytes
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -546,7 +546,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
                       if isinstance(v, torch.Tensor))
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss_bytes())
     record = {
         "experiment": run["experiment"], "scale": run["scale"], "task": run["task_name"], "label": run["label"],
         "optimizer": o["name"], "seed": seed, "hp": o["resolved_hp"], "metric": task["metric"],

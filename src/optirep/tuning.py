@@ -13,8 +13,6 @@ import json
 import math
 from pathlib import Path
 
-from scipy.stats import qmc
-
 
 def sample_trials(search_space: dict, n: int, seed: int = 0) -> list[dict]:
     """`n` hyperparameter settings, one per trial, in a fixed order for a given `seed`.
@@ -26,6 +24,8 @@ def sample_trials(search_space: dict, n: int, seed: int = 0) -> list[dict]:
     names = sorted(search_space)
     if not names:
         return [{} for _ in range(n)]
+    from scipy.stats import qmc  # here, not at import: `optirep train` without --trial never needs scipy
+
     points = qmc.Halton(d=len(names), scramble=True, seed=seed).random(n)
     trials = []
     for row in points:
