@@ -150,6 +150,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        from optirep import __version__
+        from optirep.provenance import git_sha
+
+        print(f"optirep {__version__} (commit {git_sha()})")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(COMMANDS))

@@ -266,11 +266,14 @@ def grid(cfg: dict) -> list[tuple[str, str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m optirep.config experiments/X.yaml", file=sys.stderr)
-        return 2
-    cfg = load_experiment(argv[0])
+    import argparse
+
+    p = argparse.ArgumentParser(prog="optirep validate",
+                                description="Validate an experiment YAML (schema + registry checks) and print its "
+                                            "run grid: one line per (task, optimizer label, seed).")
+    p.add_argument("experiment", help="experiments/X.yaml")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = load_experiment(a.experiment)
     for t, label, s in grid(cfg):
         print(f"{t}\t{label}\tseed{s}")
     return 0

@@ -20,7 +20,6 @@ import math
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ from optirep import data as datalib
 from optirep import models, optim
 from optirep.config import HIGHER_IS_BETTER, ConfigError
 from optirep.launch import peak_rss_bytes
+from optirep.provenance import git_sha
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -62,17 +62,6 @@ def _json_default(o):
 
 def _finite_or_nan(x: float) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
-
-
-def git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def versions() -> dict:
@@ -390,7 +379,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
     state = {"step": 0, "history": [], "best_val": None, "best_val_step": None, "train_time": 0.0,
              "opt_time": 0.0, "opt_steps": 0, "diverged": False, "diverged_step": None}
     if ckpt_file.exists():
-        ck = torch.load(ckpt_file, map_location=device, weights_only=False)
+        ck = torch.load(ckpt_file, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["optimizer"])
         if sched is not None:
             sched.load_state_dict(ck["scheduler"])
@@ -506,10 +495,11 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
                     f.write(json.dumps(row, default=_json_default) + "\n")
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{v:.4g}")
-            if step % ckpt_every == 0 or step == steps or state["diverged"]:
-                checkpoint()
         else:
             state["train_time"] += time.perf_counter() - t0
+        # checkpoint_every is its own period (also between evals): pending losses travel in the checkpoint
+        if step % ckpt_every == 0 or step == steps or state["diverged"]:
+            checkpoint()
         if bar is not None:
             bar.update(1)
     if bar is not None:
