@@ -256,3 +256,22 @@ def test_non_editable_install_into_a_fresh_venv_validates_a_copied_experiment(tm
     assert lines[0].startswith(str(site)), lines[0]  # the installed copy, not the checkout
     cfg = config.load_experiment(exp)
     assert len(lines) - 1 == len(config.grid(cfg)) and lines[1].split("\t")[0] in cfg["tasks"]
+
+
+# ----------------------------------------------------------------------------- README usage
+def _readme_blocks() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Using the optimizers in your own code", 1)[1].split("\n## ", 1)[0]
+    return [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+
+
+def test_readme_usage_blocks_compile_and_the_plain_loop_runs(capsys):
+    blocks = _readme_blocks()
+    assert len(blocks) == 3  # plain loop, Lightning, HF Trainer
+    for b in blocks:
+        compile(b, "README.md", "exec")
+    assert "steps_per_epoch=" in blocks[1] and "optimizers=(opt, sched)" in blocks[2]
+    ns: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), ns)  # noqa: S102 - the README's own example
+    assert capsys.readouterr().out.startswith("{'")  # diagnostics() printed a non-empty dict
+    assert all(torch.isfinite(p).all() for p in ns["model"].parameters())
