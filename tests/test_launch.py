@@ -112,7 +112,8 @@ def test_analyze_takes_several_run_dirs(tmp_path):
     assert _train(exp, "--seed", "0", "--out", str(tmp_path / "r0"), "--seed", "1", "--out", str(tmp_path / "r1"),
                   "--set", "task.steps=4") == 0
     outs = [tmp_path / "a0.json", tmp_path / "a1.json"]
-    assert cli.main(["analyze", str(tmp_path / "r0"), str(tmp_path / "r1"), "--out", str(outs[0]),
+    # pairs as the batch rule writes them (RUN --out FILE RUN --out FILE)
+    assert cli.main(["analyze", str(tmp_path / "r0"), "--out", str(outs[0]), str(tmp_path / "r1"),
                      "--out", str(outs[1])]) == 0
     assert cli.main(["analyze", str(tmp_path / "r1"), "--out", str(tmp_path / "alone.json")]) == 0
     assert json.loads(outs[1].read_text()) == json.loads((tmp_path / "alone.json").read_text())

@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", action="append",
                    help="JSON file to write (atomically), one per run_dir in order; default: print to stdout")
     p.add_argument("--no-center", action="store_true", help="do not mean-centre the features (RankMe's convention)")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # RUN1 --out F1 RUN2 --out F2 as well as RUN1 RUN2 --out F1 --out F2
     if args.out and len(args.out) != len(args.run_dir):
         p.error(f"--out given {len(args.out)} times for {len(args.run_dir)} run directories (one per run_dir)")
     for i, run_dir in enumerate(args.run_dir):
