@@ -2,8 +2,8 @@
 
     python -m optirep.config experiments/smoke.yaml     # validate and print the resolved grid
 
-Config is data: the JSON Schema shipped in the package (`optirep/schema/experiment.yaml`, in the
-repository also at its documented path `experiments/schema.yaml`, a symlink) checks the shape (unknown keys are errors), then
+Config is data: the JSON Schema shipped in the package (`optirep/schema/experiment.yaml`; in the
+repository `experiments/schema.yaml` links to it) checks the shape (unknown keys are errors), then
 `check_semantics` checks names against the registries (optimizers, models, datasets, hyperparameter
 names), so a typo fails before any training with the key and the allowed values in the message.
 """
