@@ -200,6 +200,9 @@ def request_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {p!r} is not a mapping")
         node[parts[-1]] = value
+        if parts in (["task", "steps"], ["task", "epochs"]):
+            # a run is sized by steps or by epochs, not both: setting one replaces the other
+            run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
     return run
 
 
