@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--optimizer", default="sgd", help="a label without tuning (no --hp-json needed)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--mirror", default=None, help="dataset mirror (optirep train --mirror), e.g. ../shared/datasets")
     p.add_argument("--compare-src", type=Path, default=None, help="another source tree (its src/ directory)")
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
 
     base = ["--experiment", a.experiment, "--task", a.task, "--optimizer", a.optimizer, "--quiet"]
+    if a.mirror:
+        base += ["--mirror", str(Path(a.mirror).resolve())]
     srcs = {"": ROOT / "src"}
     if a.compare_src is not None:
         srcs[" (compare-src)"] = a.compare_src.resolve()
