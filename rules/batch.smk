@@ -1,14 +1,15 @@
-# Studies of short runs: every seed (final runs and their analyses) and every tuning trial of one (task, label) in one
+# Studies of short runs: every seed of one (task, label), its final runs and their analyses, in one
 # `optirep train` process, so that torch and the data code are imported once per label instead of
 # once per run. Opt in per experiment with the workflow config key `batch_runs: [<experiment name>]`.
-# The command is the same `optirep train` with repeated --seed/--trial and --out (optirep.launch);
+# The command is the same `optirep train` with repeated --seed and --out (optirep.launch);
 # each run seeds itself, so the results equal those of one job per run (tests/test_launch.py).
-# These rules take precedence over train/train_trial for the listed experiments only.
+# These rules take precedence over train/analyze for the listed experiments only (tuning trials keep
+# one job each: `optirep tune-trial`).
 import re
 
 
 def batch_args(flag, output):
-    """`--seed 0 --out D0 --seed 1 --out D1 ...` (or --trial) from a batch rule's metrics.json outputs."""
+    """`--seed 0 --out D0 --seed 1 --out D1 ...` from a batch rule's metrics.json outputs."""
     pattern = re.compile(rf"{flag}(\d+)/metrics\.json$")
     return " ".join(f"--{flag} {pattern.search(f).group(1)} --out {os.path.dirname(f)}" for f in output)
 
@@ -44,38 +45,6 @@ for _exp in config.get("batch_runs", []):
             " {params.runs} {params.hp} {params.data} --quiet > {log} 2>&1"
 
     workflow.ruleorder(f"train_seeds_{_exp}", "train")
-
-    if EXPS[_exp]["tuning"]["trials"]:
-
-        rule:
-            name:
-                f"train_trials_{_exp}"
-            input:
-                exp=exp_file,
-                data=fetched,
-            output:
-                [
-                    f"results/{{exp}}/tune/{{task}}/{{label}}/trial{k}/metrics.json"
-                    for k in range(EXPS[_exp]["tuning"]["trials"])
-                ],
-            log:
-                "results/{exp}/logs/tune/{task}/{label}/trials.log",
-            wildcard_constraints:
-                exp=re.escape(_exp),
-            params:
-                seed=lambda w: EXPS[w.exp]["tuning"]["seed"],
-                runs=lambda w, output: batch_args("trial", output),
-                data=DATA_ARGS,
-            conda:
-                "../envs/optirep.yaml"
-            threads: 1
-            resources:
-                gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
-            shell:
-                "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
-                " --seed {params.seed} {params.runs} {params.data} --quiet > {log} 2>&1"
-
-        workflow.ruleorder(f"train_trials_{_exp}", "train_trial")
 
     rule:
         name:

@@ -44,27 +44,14 @@ def test_several_seeds_in_one_process_equal_runs_alone(tmp_path):
     assert json.loads((tmp_path / "b0" / "config.json").read_text())["seed"] == 0
 
 
-def test_several_trials_in_one_process_equal_trials_alone(tmp_path):
-    exp = write_experiment(tmp_path)
-    assert _train(exp, "--seed", "0", "--trial", "1", "--out", str(tmp_path / "alone"), "--set", "task.steps=8",
-                  label="sgd") == 0
-    assert _train(exp, "--seed", "0", "--trial", "0", "--out", str(tmp_path / "t0"), "--trial", "1",
-                  "--out", str(tmp_path / "t1"), "--set", "task.steps=8", label="sgd") == 0
-    _same_run(tmp_path / "alone", tmp_path / "t1")
-    lrs = {json.loads((tmp_path / d / "metrics.json").read_text())["hp"]["lr"] for d in ("t0", "t1")}
-    assert len(lrs) == 2
-
-
 def test_run_pairing_errors_name_the_problem(tmp_path):
     outs = [tmp_path / "a", tmp_path / "b"]
-    assert launch.plan_runs([3], None, outs) == [(3, None, outs[0]), (3, None, outs[1])]
-    assert launch.plan_runs([0], [0, 1], outs) == [(0, 0, outs[0]), (0, 1, outs[1])]
+    assert launch.plan_runs([3], outs) == [(3, outs[0]), (3, outs[1])]
+    assert launch.plan_runs([0, 1], outs) == [(0, outs[0]), (1, outs[1])]
     with pytest.raises(config.ConfigError, match="--seed given 3 times for 2 --out"):
-        launch.plan_runs([0, 1, 2], None, outs)
-    with pytest.raises(config.ConfigError, match="--trial given 1 times for 2 --out"):
-        launch.plan_runs([0], [0], outs)
+        launch.plan_runs([0, 1, 2], outs)
     with pytest.raises(config.ConfigError, match="more than once"):
-        launch.plan_runs([0, 1], None, [outs[0], outs[0]])
+        launch.plan_runs([0, 1], [outs[0], outs[0]])
 
 
 def test_a_failing_run_does_not_stop_the_others(tmp_path, capsys):

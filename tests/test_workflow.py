@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from optirep import config
+from optirep import config, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,32 +34,30 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 
 def expected(workflow: str) -> dict[str, int]:
-    """Job counts of the training rules for the grid the study's experiment files define.
-
-    An experiment listed in the workflow's `batch_runs` has one job per task x label for its seeds
-    (train_seeds_<exp>, analyze_seeds_<exp>) and one for its tuning trials (train_trials_<exp>).
-    """
+    """Jobs the study's experiment files define before any extension of an LR sweep: final runs, the initial
+    sweep points, one bracketing round, one sweep record, the random trials and one selection per tuned label.
+    An experiment listed in the workflow's `batch_runs` trains and analyses all seeds of a task x label in one
+    job each (train_seeds_<exp>, analyze_seeds_<exp>) instead of one train job per run."""
     wf = config.yaml.safe_load((ROOT / workflow).read_text())
-    counts: dict[str, int] = {}
-
-    def add(rule: str, n: int) -> None:
-        if n:
-            counts[rule] = counts.get(rule, 0) + n
-
+    n = {"train": 0, "tune_lr": 0, "bracket": 0, "sweep": 0, "tune_random": 0, "select": 0}
     for f in wf["experiments"]:
         cfg = config.load_experiment(ROOT / f)
         batched = cfg["name"] in wf.get("batch_runs", [])
+        if batched:
+            labels = sum(len(t["optimizers"]) for t in cfg["tasks"].values())
+            n[f"train_seeds_{cfg['name']}"] = n[f"analyze_seeds_{cfg['name']}"] = labels
+        else:
+            n["train"] += len(config.grid(cfg))
         for task in cfg["tasks"].values():
-            labels = task["optimizers"]
-            tuned = [lb for lb in labels if cfg["optimizers"][lb].get("tune")]
-            if batched:
-                add(f"train_seeds_{cfg['name']}", len(labels))
-                add(f"analyze_seeds_{cfg['name']}", len(labels))
-                add(f"train_trials_{cfg['name']}", len(tuned) if cfg["tuning"]["trials"] else 0)
-            else:
-                add("train", len(labels) * len(cfg["seeds"]))
-                add("train_trial", len(tuned) * cfg["tuning"]["trials"])
-    return counts
+            for lb in task["optimizers"]:
+                o = cfg["optimizers"][lb]
+                if o.get("tune"):
+                    n["tune_lr"] += len(tuning.lr_grid(o, cfg["tuning"]["lr_sweep"]["per_decade"]))
+                    n["tune_random"] += cfg["tuning"]["random_trials"]
+                    n["bracket"] += 1
+                    n["sweep"] += 1
+                    n["select"] += 1
+    return n
 
 
 @pytest.mark.parametrize("workflow", ["experiments/workflow.yaml", "experiments/workflow-cpu.yaml"])
@@ -68,8 +66,9 @@ def test_dry_run_lists_the_whole_grid(workflow):
     res = run(["snakemake", "-n", "--forceall", "--configfile", workflow], ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
-    want = expected(workflow)
-    assert {k: v for k, v in counts.items() if k.startswith(("train", "analyze_seeds"))} == want
+    for rule, n in expected(workflow).items():
+        assert counts.get(rule, 0) == n, (rule, counts)
+    assert counts["tune_lr"] >= 7 * counts["bracket"] > 0, "at least a 7-point sweep per tuned label"
     assert counts["claims"] == 1 and counts["paper"] == 1
 
 
@@ -106,6 +105,13 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     for task in cfg["tasks"]:
         agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())
         assert agg["task"] == task
+    # the tuning protocol ran: a bracketing record and a selection with its effective lr, and the figure
+    agg = json.loads((smoke / "aggregate" / "mnist1d_all.json").read_text())
+    sel = agg["per_label"]["biostatis_v6_tuned"]["tuning"]["selected"]
+    assert sel["seeds"] == cfg["tuning"]["seeds"] and sel["effective_lr"] > 0 and sel["n_sweep_points"] >= 7
+    assert agg["per_label"]["biostatis_v6_tuned"]["tuning"]["sweep"]["covered"] is not None
+    fig = smoke / "paper" / "generated" / "smoke" / "fig_lr_sensitivity" / "fig_lr_sensitivity_mnist1d_all.png"
+    assert fig.stat().st_size > 20_000
     claims = json.loads((smoke / "claims.json").read_text())
     assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
     numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()

@@ -81,7 +81,7 @@ def _hp_names(cls) -> set[str]:
 
 def check_semantics(cfg: dict, source: str) -> None:
     """Names that only the registries know: optimizers, models, datasets, hyperparameters."""
-    from optirep import data, models, optim
+    from optirep import data, models, optim, tuning
 
     problems: list[str] = []
     labels = cfg["optimizers"]
@@ -101,6 +101,7 @@ def check_semantics(cfg: dict, source: str) -> None:
         if lr_from and lr_from["label"] not in labels:
             problems.append(f"optimizers.{label}.lr_from.label: unknown label {lr_from['label']!r} "
                             f"(allowed values: {', '.join(labels)})")
+    problems += tuning.check_tuning(cfg)
     for tname, t in cfg["tasks"].items():
         if t["dataset"] not in data.DATASETS:
             problems.append(f"tasks.{tname}.dataset: unknown dataset {t['dataset']!r} "
@@ -145,10 +146,9 @@ def load_experiment(path: str | Path) -> dict:
     validate_schema(cfg, str(path), schema_path(path))
     check_semantics(cfg, str(path))
     cfg.setdefault("device", "auto")
-    cfg.setdefault("tuning", {})
-    cfg["tuning"].setdefault("trials", 0)
-    cfg["tuning"].setdefault("seed", 0)
-    cfg["tuning"].setdefault("select_on", "final_val")
+    if "tuning" in cfg:
+        cfg["tuning"].setdefault("select_on", "final_val")
+        cfg["tuning"].setdefault("sampler_seed", 0)
     return cfg
 
 

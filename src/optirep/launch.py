@@ -1,7 +1,6 @@
 """Start-up of `optirep train`: recognise finished runs cheaply, run several runs in one process.
 
     optirep train --experiment E --task T --optimizer L --seed 0 --out D0 --seed 1 --out D1 ...
-    optirep train --experiment E --task T --optimizer L --seed 0 --trial 0 --out T0 --trial 1 --out T1
 
 A short run (the low-data study's MLPs train in about a second) costs far less than the process that
 runs it: importing torch, dynamo (every torch optimizer's constructor imports it), scipy and the
@@ -13,12 +12,12 @@ data code takes seconds. So:
   (`optimizer.resolved_hp`, the closure default) is not recomputed for a finished run; any other
   difference falls through to `optirep.train.train`, which refuses a foreign run directory.
 * Several `--out` run directories in one command run one after another in one process, paying the
-  imports once (`plan_runs` pairs them with `--seed`/`--trial`). Each run seeds torch, numpy and
+  imports once (`plan_runs` pairs them with `--seed`). Each run seeds torch, numpy and
   `random` itself (`optirep.train.train`), so its results equal those of a run alone
   (tests/test_launch.py checks metrics and weights). A failing run does not stop the others; the
   command then exits 1.
 
-Heavy imports happen only when a run needs them: scipy for `--trial`, torch when a run trains.
+Heavy imports happen only when a run needs them: torch when a run trains (scipy never).
 """
 
 from __future__ import annotations
@@ -38,8 +37,8 @@ _RESOLVED = ("config_hash",)
 _RESOLVED_OPT = ("resolved_hp", "closure")
 
 
-def plan_runs(seeds: list[int], trials: list[int] | None, outs: list[Path]) -> list[tuple[int, int | None, Path]]:
-    """(seed, trial, out) per run: `outs` in order, one seed for all or one per out, the same for trials.
+def plan_runs(seeds: list[int], outs: list[Path]) -> list[tuple[int, Path]]:
+    """(seed, out) per run: `outs` in order, with one seed for all or one per out.
 
     Raises config.ConfigError when the counts do not pair up or an out directory repeats.
     """
@@ -47,13 +46,10 @@ def plan_runs(seeds: list[int], trials: list[int] | None, outs: list[Path]) -> l
     if len(seeds) not in (1, n):
         raise config.ConfigError(f"--seed given {len(seeds)} times for {n} --out directories "
                                  f"(give one --seed for all, or one per --out)")
-    trials = trials or []
-    if len(trials) not in (0, 1, n) or (len(trials) == 1 and n > 1):
-        raise config.ConfigError(f"--trial given {len(trials)} times for {n} --out directories (give one per --out)")
     if len({Path(o).resolve() for o in outs}) != n:
         raise config.ConfigError("--out: the same run directory is given more than once")
     seeds = seeds * n if len(seeds) == 1 else seeds
-    return [(seeds[i], trials[i] if trials else None, Path(outs[i])) for i in range(n)]
+    return [(seeds[i], Path(outs[i])) for i in range(n)]
 
 
 def _strip(run: dict) -> dict:
@@ -96,7 +92,7 @@ class _Experiment:
     """The experiment file, loaded and validated on first use (the validation imports torch)."""
 
     def __init__(self, path: str):
-        self.path, self._cfg, self._trials = path, None, {}
+        self.path, self._cfg = path, None
 
     @property
     def cfg(self) -> dict:
@@ -104,32 +100,10 @@ class _Experiment:
             self._cfg = config.load_experiment(self.path)
         return self._cfg
 
-    def trial_hp(self, label: str, trial: int) -> dict:
-        """Trial `trial`'s hyperparameters (scipy's Halton sequence, imported only here)."""
-        from optirep import tuning
 
-        cfg = self._cfg
-        if cfg is None:  # the raw file: enough to draw the trial; validation waits until a run trains
-            try:
-                cfg = yaml.safe_load(Path(self.path).read_text())
-                o = cfg["optimizers"].get(label)
-            except Exception:  # noqa: BLE001 - an unreadable file: load_experiment names the problem
-                cfg = self.cfg
-        o = cfg["optimizers"].get(label)
-        if o is None or not o.get("tune"):
-            raise config.ConfigError(f"--trial: optimizer label {label!r} has no tune: true in {self.path}")
-        if label not in self._trials:
-            t = (cfg.get("tuning") or {})
-            self._trials[label] = tuning.sample_trials(o["search_space"], t.get("trials", 0), t.get("seed", 0))
-        trials = self._trials[label]
-        if not 0 <= trial < len(trials):
-            raise config.ConfigError(f"--trial {trial}: the experiment has {len(trials)} trials (0..{len(trials) - 1})")
-        return trials[trial]
-
-
-def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, int | None, Path]],
+def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, Path]],
                overrides: list[str] = (), hp_json: Path | None = None, **train_kwargs: Any) -> int:
-    """Train every (seed, trial, out) of `runs` in this process; prints one line per run, returns an exit code.
+    """Train every (seed, out) of `runs` in this process; prints one line per run, returns an exit code.
 
     With one run, errors propagate (the CLI reports them); with several, each failing run is
     reported on stderr and the others still run; the exit code is then 1.
@@ -137,9 +111,9 @@ def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, int
     exp = _Experiment(experiment)
     hp_file = json.loads(Path(hp_json).read_text())["hp"] if hp_json is not None else None
     failed = 0
-    for seed, trial, out in runs:
+    for seed, out in runs:
         try:
-            hp = exp.trial_hp(label, trial) if trial is not None else hp_file
+            hp = hp_file
             rec = finished_record(experiment, task, label, seed, out, overrides, hp)
             if rec is not None:
                 if not train_kwargs.get("quiet"):

@@ -66,8 +66,9 @@ def create_optimizer(model: torch.nn.Module, name: str, weight_decay: float | No
         ValueError: `name` is not registered (the message lists the names), or a non-zero
             `weight_decay` for an optimizer that has none.
 
-    Note: the bio optimizers' layer-wise mechanisms see every parameter group. How a split into two
-    groups interacts with their "global" statistics is documented on each class.
+    Note: the bio optimizers' layer-wise mechanisms see every parameter group; for an optimizer that takes
+    `param_order` (NeuroPlastic) the model's parameter order is passed, so its layer labels do not depend
+    on the two groups. How a grouping interacts with the "global" statistics is documented on each class.
     """
     from optirep import optim
 
@@ -79,6 +80,9 @@ def create_optimizer(model: torch.nn.Module, name: str, weight_decay: float | No
                              f"got weight_decay={weight_decay}")
         params = [p for p in model.parameters() if p.requires_grad]
         return optim.build(name, params, **hp)
+    if "param_order" in sig and "param_order" not in hp:
+        # layer labels in model order whatever the grouping (NeuroPlastic's layer-wise mechanisms)
+        hp["param_order"] = [p for p in model.parameters() if p.requires_grad]
     if weight_decay is not None:
         hp["weight_decay"] = weight_decay
     default = sig["weight_decay"].default
