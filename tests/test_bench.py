@@ -100,5 +100,5 @@ def test_fastpath_ab_runs_on_tiny_shapes(capsys):
     assert mod.main(["--shapes", "tiny", "--repeats", "1", "--warmup", "1"]) == 0
     out = capsys.readouterr().out
     assert "| biostatis_v6 |" in out and "| enhanced_sgd_noclosure |" in out
-    from optirep.optim import _flat, biostatis, enhanced_sgd
-    assert biostatis.alias_1d is _flat.alias_1d and enhanced_sgd.histc_counts is _flat.histc_counts  # restored
+    from optirep.optim import biostatis, enhanced_sgd
+    assert biostatis.alias_1d is mod.FAST["alias"][0] and enhanced_sgd.histc_counts is mod.FAST["hist"]  # restored
