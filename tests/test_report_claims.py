@@ -71,7 +71,7 @@ def test_schema_errors_name_the_claim_and_the_field(mutate, message):
 
 def test_measured_only_keys_on_a_not_run_claim_are_named():
     c = _without_test(not_run="no data", lr_control={"method": "a", "baseline": "b"})
-    with pytest.raises(claims.ClaimsError, match=r"claim V6-1 \(lr_control\): only a claim with a `test` block"):
+    with pytest.raises(claims.ClaimsError, match=r"claim V6-1 \(lr_control\): only a claim with a `test` or `full_scale` block"):
         claims.validate_claims({"version": 1, "claims": [c]})
 
 
@@ -432,7 +432,8 @@ def test_full_scale_block_and_baseline_task(tree):
     (res / "aggregate" / "clf_sum.json").write_text((res / "aggregate" / "clf.json").read_text())
     cross = _claim(id="PW-1", test={**t, "baseline_task": "clf_sum"}, claimed={"carry": "ratio"})
     gpu = _claim(id="V6-10", test=t, full_scale={**t, "experiment": "full_synth"}, claimed={"carry": "ratio"})
-    nr = _without_test(id="V6-3", not_run="needs CIFAR-100", full_scale={**t, "experiment": "full_synth"})
+    nr = _without_test(id="V6-3", not_run="needs CIFAR-100", full_scale={**t, "experiment": "full_synth"},
+                       claimed={"carry": "ratio"})
     (root / "experiments" / "full_synth.yaml").write_text("name: full_synth\ngpu_estimate: >-\n  About 2\n  GPU-hours\n")
     out = {r["id"]: r for r in _eval(root, cross, gpu, nr, experiments_dir=root / "experiments")[0]["claims"]}
     assert out["PW-1"]["verdict"] == "replicated" and out["PW-1"]["baseline_task"] == "clf_sum"

@@ -238,10 +238,11 @@ def validate_claims(doc: Any, source: str = "claims.yaml") -> dict:
                     problems.append(f"  claim {c['id']}: derived_from names unknown claim {ref!r}")
                 elif ref == c["id"]:
                     problems.append(f"  claim {c['id']}: derived_from names itself")
-            if "test" not in c:
+            if "test" not in c and "full_scale" not in c:
                 for k in _MEASURED_ONLY:
                     if k in c:
-                        problems.append(f"  claim {c['id']} ({k}): only a claim with a `test` block can have `{k}`")
+                        problems.append(f"  claim {c['id']} ({k}): only a claim with a `test` or `full_scale` block "
+                                        f"can have `{k}`")
                 continue
             cl = c.get("claimed") or {}
             sv = c.get("seed_value") or {}
@@ -580,10 +581,10 @@ def decide(direction: str, estimate: float, ci: tuple[float, float], p_adj: floa
         return "inconclusive", f"not significant (p={p_adj:.3g}) and an effect of {sesoi:.3g} is not excluded (upper bound {hi:.3g})"
     if direction == "equal":
         if sig:
-            return "replicated", f"equivalent within +-{sesoi:.3g} (TOST p={p_adj:.3g}, interval [{lo:.3g}, {hi:.3g}])"
+            return "replicated", f"equivalent within ±{sesoi:.3g} (TOST p={p_adj:.3g}, interval [{lo:.3g}, {hi:.3g}])"
         if lo > sesoi or hi < -sesoi:
-            return "not replicated", f"interval [{lo:.3g}, {hi:.3g}] wholly outside +-{sesoi:.3g}"
-        return "inconclusive", f"interval [{lo:.3g}, {hi:.3g}] neither inside nor outside +-{sesoi:.3g} (TOST p={p_adj:.3g})"
+            return "not replicated", f"interval [{lo:.3g}, {hi:.3g}] wholly outside ±{sesoi:.3g}"
+        return "inconclusive", f"interval [{lo:.3g}, {hi:.3g}] neither inside nor outside ±{sesoi:.3g} (TOST p={p_adj:.3g})"
     if direction == "not_worse":
         if sig:
             return "replicated", f"worse by less than {sesoi:.3g} (non-inferiority p={p_adj:.3g}, lower bound {lo:.3g})"
