@@ -348,6 +348,21 @@ def test_lr_matched_control_can_overturn_attribution_and_provenance_is_flagged(t
     assert r["V6-1"]["verdict"] == "not replicated" and "LR-matched control" in r["V6-1"]["why"]
     flags = q["attribution"]["provenance"]["flags"]
     assert any("2 different commits" in f for f in flags) and any("-dirty" in f for f in flags)
+    assert "first run only" in q["attribution"]["provenance"]["note"]
+
+
+def test_runs_of_different_code_paths_are_flagged(tmp_path):
+    def prov(path):
+        return [{"seed": s, "git_sha": "abc", "code_path": path} for s in range(5)]
+
+    gain = [b + 0.05 + d for b, d in zip(BASE, [0, .002, -.002, .001, 0])]
+    write_agg(tmp_path, "synth", "clf", {"adamw": {**_label(BASE), "provenance": prov("torch")},
+                                         "bio": {**_label(gain), "provenance": prov("compiled")}})
+    c = _claim(claimed={"carry": "absolute", "effect": 0.05}, replication={"method": "bio", "baseline": "adamw"})
+    out, r = _eval(tmp_path, c)
+    p = r["V6-1"]["questions"]["attribution"]["provenance"]
+    assert p["flags"] == ["different code paths (compiled vs torch)"] and p["note"] is None
+    assert r["V6-1"]["verdict"] == "replicated"  # a flag, not a verdict change
 
 
 def test_direction_only_claim_and_unequal_tuning_note(tmp_path):
@@ -467,3 +482,39 @@ def test_full_scale_cost_is_extrapolated_from_the_measured_step_times(tree):
     assert cost["cpu_hours"] == pytest.approx(14 * 704 * 128 * 0.016 / 8 / 3600)
     from optirep.report import latex
     assert "Full-scale cost: 14 runs" in latex.claims_section({"claims": [r["V6-1"]]})
+
+
+def test_optirep_power_reports_mde_and_seeds_needed(tmp_path, capsys):
+    from optirep.report import power
+    write_agg(tmp_path, "pilot", "clf", {"adamw": _label(BASE), "bio": _label([b + d for b, d in
+                                                                              zip(BASE, [0.01, -0.01, 0.02, 0.0, -0.02])])})
+    c = _claim(claimed={"carry": "absolute", "effect": 0.004}, test=_t(experiment="pilot"),
+               replication={"method": "bio", "baseline": "adamw"})
+    cl = tmp_path / "claims.yaml"
+    cl.write_text(yaml.safe_dump({"version": 1, "design": {"seed_budget": 10}, "claims": [c]}))
+    out = tmp_path / "power.json"
+    assert power.main(["--claims", str(cl), "--results", str(tmp_path / "results"), "--n", "8", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    from optirep.analysis.stats import power_analysis
+    sd = float(np.std(np.array([0.01, -0.01, 0.02, 0.0, -0.02]), ddof=1))
+    want = power_analysis(sd, 8, 0.002)
+    row = rows[0]
+    assert row["n"] == 8 and row["sd"] == pytest.approx(sd) and row["mde"] == pytest.approx(want["mde"])
+    assert row["n_needed"] == want["n_needed"] > 10 and "untestable at this scale" in capsys.readouterr().out
+    assert power.main(["--claims", str(cl), "--results", str(tmp_path / "results"), "--n", "1"]) == 2
+
+
+def test_forest_plot_has_one_row_per_measured_claim(tmp_path):
+    from optirep.report import figures
+    write_agg(tmp_path, "synth", "clf", {"adamw": _label(BASE), "bio": _label([x + 0.05 for x in BASE])})
+    c = _claim(claimed={"carry": "absolute", "effect": 0.05}, replication={"method": "bio", "baseline": "adamw"})
+    nr = _without_test(id="V6-3", not_run="no data")
+    out, r = _eval(tmp_path, c, nr)
+    rows = figures.forest_rows(out)
+    assert [row["id"] for row in rows] == ["V6-1"]
+    q = rows[0]["q"]["attribution"]
+    assert q["x"] == pytest.approx(2.0) and q["claimed"] == pytest.approx(2.0)  # effect = claim = 2 SESOI
+    paths = figures.fig_forest(out, tmp_path / "forest")
+    assert [p.suffix for p in paths] == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in paths)
+    empty = figures.fig_forest({"claims": [r["V6-3"]], "n_claims": 1}, tmp_path / "empty")
+    assert len(empty) == 2  # the paper includes the figure even when nothing was measured

@@ -263,6 +263,9 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
             "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
             "tuning": collect_tuning(results, task, label),
             "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
+            # each run's commit and code path (claims flag a comparison whose runs ran different code)
+            "provenance": [{"seed": r["seed"], "git_sha": r["meta"].get("git_sha"),
+                            "code_path": r["meta"].get("code_path")} for r in runs],
         }
 
     base_best = _finite(per_label[base]["values"].get("best_val", []))

@@ -313,7 +313,7 @@ def _arm_from_aggregate(results_root: Path, spec: dict, role: str, cache: dict) 
     tuning = info.get("tuning")
     prov = info.get("provenance") or [{"seed": s, "git_sha": info.get("git_sha"), "code_path": info.get("code_path")}
                                       for s in info["seeds"]]
-    return {"values": values, "seeds": list(info["seeds"]), "failure_reasons": reasons,
+    return {"values": values, "seeds": list(info["seeds"]), "failure_reasons": reasons, "per_run": "provenance" in info,
             "failed": [r is not None for r in reasons], "tuned": tuning is not None,
             "n_trials": len((tuning or {}).get("trials") or []), "hp": info.get("hp"), "provenance": prov,
             "path": str(path), "agg": agg}
@@ -446,7 +446,7 @@ def _provenance(m: dict, b: dict) -> dict:
     pm, pb = paths(m), paths(b)
     if pm and pb and pm != pb:
         flags.append(f"different code paths ({'/'.join(pm)} vs {'/'.join(pb)})")
-    per_run = any("provenance" in (arm["agg"]["per_label"].get(lbl) or {}) for arm, lbl in ((m, None), (b, None)))
+    per_run = m.get("per_run") and b.get("per_run")
     return {"method_commits": cm, "baseline_commits": cb, "method_code_paths": pm or ["not recorded"],
             "baseline_code_paths": pb or ["not recorded"], "flags": flags,
             "note": None if per_run else "commit of each arm's first run only (the aggregate keeps one per label)"}
