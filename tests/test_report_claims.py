@@ -518,3 +518,25 @@ def test_forest_plot_has_one_row_per_measured_claim(tmp_path):
     assert [p.suffix for p in paths] == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in paths)
     empty = figures.fig_forest({"claims": [r["V6-3"]], "n_claims": 1}, tmp_path / "empty")
     assert len(empty) == 2  # the paper includes the figure even when nothing was measured
+
+
+def test_carry_over_rules_and_sesoi_defaults():
+    # V6-1: 69.23 -> 72.01 % is a 9.03% relative error reduction; our baseline at 0.93 has error 0.07.
+    v61 = _claim(seed_value={"baseline": 69.23, "method": 72.01, "text": "x"}, claimed={"carry": "error_reduction"})
+    eff, rule = claims.claimed_effect(v61, 0.93)
+    assert eff == pytest.approx((30.77 - 27.99) / 30.77 * 0.07) and "error reduction" in rule
+    assert claims.sesoi_for(v61, eff, 0.93)[0] == pytest.approx(eff / 2)
+    # relative change times our baseline mean; a ratio as a log ratio; NP-1's +0.10 pp via seed_baseline
+    rel = _claim(seed_value={"baseline": 9.83, "method": 9.41, "text": "x"}, claimed={"carry": "relative"})
+    assert claims.claimed_effect(rel, 9.95)[0] == pytest.approx(0.42 / 9.83 * 9.95)
+    rat = _claim(seed_value={"baseline": 1.0, "method": 1.67, "text": "x"}, claimed={"carry": "ratio"})
+    assert claims.claimed_effect(rat, 0.1)[0] == pytest.approx(math.log(1.67))
+    np1 = _claim(seed_value={"method": 97.457, "text": "x"}, claimed={"carry": "error_reduction", "seed_baseline": 97.357})
+    assert claims.claimed_effect(np1, 0.94)[0] == pytest.approx(0.10 / 2.643 * 0.06, rel=1e-3)
+    # no number: 1% of the baseline mean (log 1.01 for a ratio); an explicit sesoi wins over the legacy margin
+    bare = _claim(seed_value={"text": "no number"})
+    assert claims.claimed_effect(bare, 0.9)[0] != claims.claimed_effect(bare, 0.9)[0]  # NaN
+    assert claims.sesoi_for(bare, math.nan, 0.9) == (pytest.approx(0.009), "no number claimed: 1% of |baseline mean| (default)")
+    legacy = _claim(test={**_t(), "margin": {"relative": 0.01}}, seed_value={"text": "x"})
+    assert claims.sesoi_for(legacy, math.nan, 0.8)[0] == pytest.approx(0.008)
+    assert claims.sesoi_for({**legacy, "sesoi": {"absolute": 0.02}}, math.nan, 0.8)[0] == 0.02

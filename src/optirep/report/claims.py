@@ -82,6 +82,7 @@ import yaml
 
 from optirep.analysis import stats as S
 from optirep.report._io import as_float, read_json, write_json
+from optirep.report.aggregate import run_failures
 
 ALPHA = 0.05
 POWER = 0.8
@@ -90,9 +91,6 @@ VERDICTS = ("replicated", "replicated (direction only)", "not replicated", "inco
             "untestable at this scale", "not tested (proxy invalid)", "baseline failed", "not run")
 DEFAULT_RELATIVE_SESOI = 0.01
 DEFAULT_FRACTION = 0.5
-#: Classes per dataset, for the chance level of an accuracy metric (failure rule 5).
-N_CLASSES = {"digits8": 10, "digits32": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
-             "cifar100": 100, "imdb": 2, "ag_news": 4}
 #: Metrics measuring cost, not quality: a failed run's value is still a real measurement.
 COST_PREFIXES = ("time_", "wall_time", "peak_memory", "optimizer_state_bytes", "param_bytes")
 QUALITY_KEYS = ("final_test", "final_val", "best_val")
@@ -301,15 +299,7 @@ def _arm_from_aggregate(results_root: Path, spec: dict, role: str, cache: dict) 
         return {"missing": f"metric {spec['metric']!r} not measured for {label!r} in {path} "
                            f"(have: {', '.join(info['values'])})"}
     values = [as_float(x) for x in info["values"][spec["metric"]]]
-    chance = 1.0 / N_CLASSES[agg.get("dataset")] if agg.get("metric") == "accuracy" and agg.get("dataset") in N_CLASSES else None
-    quality = [as_float(x) for x in info["values"].get("final_test", [math.nan] * len(values))]
-    final_loss = [as_float(x) for x in info["values"].get("final_train_loss", [math.nan] * len(values))]
-    curves = {c["seed"]: c for c in info.get("curves", [])}
-    reasons = []
-    for i, seed in enumerate(info["seeds"]):
-        tl = [as_float(x) for x in (curves.get(seed) or {}).get("train_loss", [])]
-        reasons.append(S.failure_reason(quality[i] if i < len(quality) else math.nan, tl[0] if tl else math.nan,
-                                        final_loss[i] if i < len(final_loss) else math.nan, chance))
+    reasons = run_failures(agg, label)
     tuning = info.get("tuning")
     prov = info.get("provenance") or [{"seed": s, "git_sha": info.get("git_sha"), "code_path": info.get("code_path")}
                                       for s in info["seeds"]]

@@ -10,8 +10,10 @@ import math
 import re
 from typing import Any, Iterable
 
+from optirep.analysis.stats import CHANCE_MARGIN
 from optirep.report import claim_text as ct
 from optirep.report._io import as_float
+from optirep.report.aggregate import run_failures
 
 _ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -106,11 +108,12 @@ def main_table(agg: dict, label: str | None = None) -> str:
         rf"$\Delta$: difference to the baseline \texttt{{{escape(agg['baseline'])}}} with its 95\% Welch interval; "
         rf"$p_\mathrm{{Holm}}$: Welch $p$ Holm-adjusted over the {len(agg['comparisons'])} comparisons of this task; "
         rf"$g$: Hedges' $g$. Bold: best and significantly better ($p_\mathrm{{Holm}} < {agg.get('alpha', 0.05):g}$). "
-        rf"Diverged runs are counted, not dropped. Baseline gate: {escape(agg['gate'].get('reason'))}.}}",
+        rf"Failed: runs that diverged, ended above their initial train loss or within {100 * CHANCE_MARGIN:g}\,pp of chance "
+        rf"(diverged ones in parentheses), counted, not dropped. Baseline gate: {escape(agg['gate'].get('reason'))}.}}",
         rf"\label{{{label or 'tab:' + agg['experiment'] + ':' + agg['task']}}}",
         r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{lrrrrrrrr}", r"\toprule",
         rf"optimizer & $n$ & test{unit_txt} & best val & time/step ({tunit}) & opt.\ state ({munit}) & "
-        r"diverged & $\Delta$ [95\% CI] & $p_\mathrm{Holm}$ / $g$ \\", r"\midrule",
+        r"failed (div.) & $\Delta$ [95\% CI] & $p_\mathrm{Holm}$ / $g$ \\", r"\midrule",
     ]
     for lab in agg["labels"]:
         info = agg["per_label"][lab]
@@ -131,7 +134,7 @@ def main_table(agg: dict, label: str | None = None) -> str:
             rf"{fmt_pm(st.get('best_val', {}).get('mean'), st.get('best_val', {}).get('std'), dec, fac)} & "
             rf"{fmt(st.get('time_per_step_s', {}).get('mean'), tdec, tfac)} & "
             rf"{fmt(st.get('optimizer_state_bytes', {}).get('mean'), mdec, mfac)} & "
-            rf"{info['n_diverged']}/{info['n_runs']} & {delta} & {pg} \\"
+            rf"{sum(r is not None for r in run_failures(agg, lab))}/{info['n_runs']} ({info['n_diverged']}) & {delta} & {pg} \\"
         )
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
@@ -192,14 +195,15 @@ def claims_table(claims: dict) -> str:
     question: seed settings (a), equal tuning (b) and the LR-matched control (b), each with its
     comparison, effect and 90% interval, claimed effect and SESOI, n / failures / test / p, verdict."""
     cols = (0.13, 0.2, 0.17, 0.15, 0.2, 0.15)
-    head = r"question & comparison & effect [90\% CI] & claimed; SESOI & $n$, failed, test, $p$ & verdict \\"
+    head = (rf"question & comparison & effect [{100 * (1 - 2 * claims['alpha']):g}\% CI] & claimed; SESOI & "
+            r"$n$, failed, test, $p$ & verdict \\")
     lines = [
         r"\begin{small}", r"\setlength{\tabcolsep}{3pt}", r"\setlength{\LTcapwidth}{\linewidth}",
         "\\begin{longtable}{@{}" + "".join(rf">{{\raggedright\arraybackslash}}p{{{w}\linewidth}}" for w in cols) + "@{}}",
         rf"\caption{{Every claim and both questions (Section~\ref{{sec:claims}}): (a) the seed's own settings against its "
         rf"baseline; (b) equal tuning and the learning-rate-matched control, whose combined verdict is the headline "
         rf"(bold). Effects are method vs baseline in the metric's own direction (accuracy in pp, ratios as method/baseline) "
-        rf"with the 90\% interval (the one-sided 95\% bounds); one-sided tests at $\alpha = {claims['alpha']:g}$, "
+        rf"with the {100 * (1 - 2 * claims['alpha']):g}\% interval (the one-sided {100 * (1 - claims['alpha']):g}\% bounds); one-sided tests at $\alpha = {claims['alpha']:g}$, "
         rf"$p$ of (b) Holm-adjusted across the study's {claims.get('holm_family_size', '?')} primary tests; "
         r"failed = runs that diverged, ended above their initial loss or at chance (method/baseline). "
         r"$\dagger$: runs from different commits or uncommitted code; $\ddagger$: unequal tuning.}"
