@@ -7,8 +7,6 @@ natural direction (the record stores them oriented so that the claim says "> 0")
 from __future__ import annotations
 
 import math
-from typing import Any
-
 from optirep.report._io import as_float
 
 #: The questions of a claim in the order the tables show them, with their row names (rule 2).
@@ -101,7 +99,3 @@ def flags(q: dict) -> list[str]:
     if q.get("equal_tuning") is False:
         out.append(str(q.get("tuning")))
     return out
-
-
-def any_value(rec: dict, key: str) -> Any:
-    return ((rec.get("questions") or {}).get("attribution") or {}).get(key)

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from optirep.report._io import as_float  # noqa: E402
+from optirep.report.claim_text import effect_text  # noqa: E402
 
 ERANK_METRICS = ("seed_effective_rank", "seed_top5_concentration", "feature_erank")
 
@@ -195,8 +196,7 @@ def forest_rows(claims: dict) -> list[dict]:
             row["q"][key] = {"x": q["estimate"] / ses, "lo": as_float(q.get("ci_low")) / ses,
                              "hi": as_float(q.get("ci_high")) / ses, "verdict": q.get("verdict"),
                              "claimed": as_float(q.get("claimed_effect")) / ses}
-        row["text"] = qs.get("attribution", {}).get("verdict") and __import__(
-            "optirep.report.claim_text", fromlist=["effect_text"]).effect_text(qs["attribution"])
+        row["text"] = effect_text(qs["attribution"]) if "attribution" in qs else None
         rows.append(row)
     return rows
 
