@@ -537,12 +537,14 @@ def _store_test(rec: dict, res: dict, claim: dict) -> None:
 
 
 def decide(direction: str, estimate: float, ci: tuple[float, float], p_adj: float, sesoi: float,
-           claimed: float = math.nan, alpha: float = ALPHA) -> tuple[str, str]:
+           claimed: float = math.nan, alpha: float = ALPHA,
+           u: Callable[[float], str] = lambda x: f"{x:.3g}") -> tuple[str, str]:
     """The verdict of one comparison from its oriented effect (rule 3) and a one-line reason.
 
     Args: `estimate` and `ci` = (lo, hi), the one-sided (1 - alpha) bounds, oriented so the claim says
     effect > 0 (for `equal` / `not_worse`: so that > 0 is better); `p_adj` the (Holm-adjusted where
-    primary) p value of the claim's test; `sesoi` > 0 and `claimed` (NaN without a number), test units.
+    primary) p value of the claim's test; `sesoi` > 0 and `claimed` (NaN without a number), test units;
+    `u` formats a test-unit quantity for the reason (e.g. in pp).
     """
     lo, hi = ci
     if not (math.isfinite(estimate) and math.isfinite(lo) and math.isfinite(hi)):
@@ -553,34 +555,34 @@ def decide(direction: str, estimate: float, ci: tuple[float, float], p_adj: floa
         contains = has_claim and lo <= claimed <= hi
         if sig and (estimate >= sesoi or contains):
             why = f"significant (p={p_adj:.3g}) and "
-            why += f"effect {estimate:.3g} >= SESOI {sesoi:.3g}" if estimate >= sesoi else f"interval contains the claimed {claimed:.3g}"
+            why += f"effect {u(estimate)} >= SESOI {u(sesoi)}" if estimate >= sesoi else f"interval contains the claimed {u(claimed)}"
             if has_claim and lo > claimed:
-                why += f"; larger than claimed (lower bound {lo:.3g} > claimed {claimed:.3g})"
+                why += f"; larger than claimed (lower bound {u(lo)} > claimed {u(claimed)})"
             elif has_claim and hi < claimed:
-                why += f"; smaller than claimed (upper bound {hi:.3g} < claimed {claimed:.3g})"
+                why += f"; smaller than claimed (upper bound {u(hi)} < claimed {u(claimed)})"
             return "replicated", why
         if hi < sesoi:
             if hi < 0:
-                return "not replicated", f"significant in the opposite direction (upper bound {hi:.3g} < 0)"
+                return "not replicated", f"significant in the opposite direction (upper bound {u(hi)} < 0)"
             if lo > 0:
-                return "not replicated", (f"a real but far smaller effect: upper bound {hi:.3g} < SESOI {sesoi:.3g}"
-                                          + (f" (claimed {claimed:.3g})" if has_claim else ""))
-            return "not replicated", f"an effect of interest is excluded (upper bound {hi:.3g} < SESOI {sesoi:.3g})"
+                return "not replicated", (f"a real but far smaller effect: upper bound {u(hi)} < SESOI {u(sesoi)}"
+                                          + (f" (claimed {u(claimed)})" if has_claim else ""))
+            return "not replicated", f"an effect of interest is excluded (upper bound {u(hi)} < SESOI {u(sesoi)})"
         if sig:
-            return "inconclusive", f"significant (p={p_adj:.3g}) but effect {estimate:.3g} < SESOI {sesoi:.3g} and the SESOI is not excluded"
-        return "inconclusive", f"not significant (p={p_adj:.3g}) and an effect of {sesoi:.3g} is not excluded (upper bound {hi:.3g})"
+            return "inconclusive", f"significant (p={p_adj:.3g}) but effect {u(estimate)} < SESOI {u(sesoi)} and the SESOI is not excluded"
+        return "inconclusive", f"not significant (p={p_adj:.3g}) and an effect of {u(sesoi)} is not excluded (upper bound {u(hi)})"
     if direction == "equal":
         if sig:
-            return "replicated", f"equivalent within ±{sesoi:.3g} (TOST p={p_adj:.3g}, interval [{lo:.3g}, {hi:.3g}])"
+            return "replicated", f"equivalent within ±{u(sesoi)} (TOST p={p_adj:.3g}, interval [{u(lo)}, {u(hi)}])"
         if lo > sesoi or hi < -sesoi:
-            return "not replicated", f"interval [{lo:.3g}, {hi:.3g}] wholly outside ±{sesoi:.3g}"
-        return "inconclusive", f"interval [{lo:.3g}, {hi:.3g}] neither inside nor outside ±{sesoi:.3g} (TOST p={p_adj:.3g})"
+            return "not replicated", f"interval [{u(lo)}, {u(hi)}] wholly outside ±{u(sesoi)}"
+        return "inconclusive", f"interval [{u(lo)}, {u(hi)}] neither inside nor outside ±{u(sesoi)} (TOST p={p_adj:.3g})"
     if direction == "not_worse":
         if sig:
-            return "replicated", f"worse by less than {sesoi:.3g} (non-inferiority p={p_adj:.3g}, lower bound {lo:.3g})"
+            return "replicated", f"worse by less than {u(sesoi)} (non-inferiority p={p_adj:.3g}, lower bound {u(lo)})"
         if hi < -sesoi:
-            return "not replicated", f"worse by more than {sesoi:.3g} (upper bound {hi:.3g})"
-        return "inconclusive", f"interval [{lo:.3g}, {hi:.3g}] straddles -{sesoi:.3g} (p={p_adj:.3g})"
+            return "not replicated", f"worse by more than {u(sesoi)} (upper bound {u(hi)})"
+        return "inconclusive", f"interval [{u(lo)}, {u(hi)}] straddles -{u(sesoi)} (p={p_adj:.3g})"
     raise ClaimsError(f"direction {direction!r}: allowed values higher, lower, equal, not_worse")
 
 
@@ -688,7 +690,8 @@ def _gates(claim: dict, rec: dict) -> None:
     q = as_float(rec.get("resolution"))
     if math.isfinite(q) and not _is_ratio(claim):
         checks.append({"gate": "one test example finer than the SESOI", "value": q, "passed": q < rec["sesoi"],
-                       "why": f"one test example = {q:.3g} (1/{round(1 / q)}) against SESOI {rec['sesoi']:.3g}"})
+                       "why": f"one test example = {unit_formatter(rec)(q)} (1/{round(1 / q)}) against SESOI "
+                              f"{unit_formatter(rec)(rec['sesoi'])}"})
     rec["gates"] = checks
     failed = [c for c in checks if not c["passed"]]
     if failed:
@@ -701,17 +704,28 @@ def _power(rec: dict, alpha: float, power: float, budget: int) -> None:
     pa = S.power_analysis(sd, rec["planned_n"], rec["sesoi"], alpha, power)
     pa["min_attainable_p"] = S.min_attainable_p(rec["planned_n"], rec.get("test", ""))
     pa["seed_budget"] = budget
+    u = unit_formatter(rec)
     why = []
     if pa["n_needed"] is None and math.isfinite(sd) and sd > 0:
-        why.append(f"more than 100000 seeds per arm needed for SESOI {rec['sesoi']:.3g} at per-seed SD {sd:.3g}")
+        why.append(f"more than 100000 seeds per arm needed for SESOI {u(rec['sesoi'])} at per-seed SD {u(sd)}")
     elif pa["n_needed"] is not None and pa["n_needed"] > budget:
-        why.append(f"{pa['n_needed']} seeds per arm needed for SESOI {rec['sesoi']:.3g} at per-seed SD {sd:.3g} "
-                   f"(budget {budget}; MDE at n={rec['planned_n']}: {pa['mde']:.3g})")
+        why.append(f"{pa['n_needed']} seeds per arm needed for SESOI {u(rec['sesoi'])} at per-seed SD {u(sd)} "
+                   f"(budget {budget}; MDE at n={rec['planned_n']}: {u(pa['mde'])})")
     if pa["min_attainable_p"] >= alpha:
         why.append(f"the exact rank test cannot reach p < {alpha:g} with n={rec['planned_n']} "
                    f"(smallest p {pa['min_attainable_p']:.3g})")
     pa["untestable"] = "; ".join(why) or None
     rec["power"] = pa
+
+
+def unit_formatter(rec: dict) -> Callable[[float], str]:
+    """How a test-unit quantity of this comparison reads in a reason: pp for accuracies, "log ratio"
+    for ratio claims (oriented: > 0 is the claimed direction), the metric's own units otherwise."""
+    if rec.get("effect_scale") == "log ratio":
+        return lambda x: f"{x:.3g} (log ratio)"
+    if rec.get("metric") in QUALITY_KEYS and rec.get("task_metric") in ("accuracy", "pixel_accuracy", "miou"):
+        return lambda x: f"{100 * x:.3g} pp"
+    return lambda x: f"{x:.3g}"
 
 
 def _finish(claim: dict, rec: dict, p_adj: float, alpha: float) -> None:
@@ -729,7 +743,8 @@ def _finish(claim: dict, rec: dict, p_adj: float, alpha: float) -> None:
         rec["why"] = (f"exact ratio {math.exp(rec['sign'] * est):.4g}x (log {est:.3g}) "
                       f"{'>=' if ok else '<'} SESOI {rec['sesoi']:.3g}; claimed {math.exp(rec['claimed_effect']):.3g}x")
         return
-    v, why = decide(claim["direction"], est, (lo, hi), p_adj, rec["sesoi"], rec["claimed_effect"], alpha)
+    v, why = decide(claim["direction"], est, (lo, hi), p_adj, rec["sesoi"], rec["claimed_effect"], alpha,
+                    u=unit_formatter(rec))
     if v == "inconclusive" and (rec.get("power") or {}).get("untestable"):
         v, why = "untestable at this scale", rec["power"]["untestable"] + f" ({why})"
     if v == "replicated" and not math.isfinite(rec["claimed_effect"]) and claim["direction"] in ("higher", "lower"):

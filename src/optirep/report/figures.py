@@ -1,4 +1,5 @@
-"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank bars.
+"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank bars; and the
+forest plot of every claim from claims JSON (matplotlib).
 
 Each function takes one task's aggregate dict and an output stem, writes `<stem>.pdf` and
 `<stem>.png`, and returns the written paths (none when the aggregate has nothing to plot). The
