@@ -182,6 +182,9 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {p!r} is not a mapping")
         node[parts[-1]] = value
+        if parts in (["task", "steps"], ["task", "epochs"]):
+            # a run is sized by steps or by epochs, not both: setting one replaces the other
+            run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
     # Re-validate the task and optimizer after overrides with the same schema.
     schema = yaml.safe_load(schema_path().read_text())
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
