@@ -234,7 +234,7 @@ def claims_table(claims: dict) -> str:
         for key, name in ct.QUESTIONS:
             q = qs.get(key)
             if not q:
-                if key == "lr_control":
+                if key != "attribution":
                     lines.append(rf"{escape(name)} & \multicolumn{{5}}{{l}}{{none in this study}} \\*")
                 continue
             mark = ""
@@ -400,7 +400,7 @@ def conclusion_section(claims: dict) -> str:
         groups: dict[str, list[str]] = {}
         for r in recs:
             groups.setdefault(r["verdict"], []).append(r["id"])
-        reps = [r for r in recs if r.get("replication_verdict", "").startswith("replicated")]
+        reps = [r for r in recs if (r.get("replication_verdict") or "").startswith("replicated")]
         text = "; ".join(f"{v}: {', '.join(ids)}" for v, ids in groups.items())
         item = rf"\item \textbf{{{escape(opt)}}}: {escape(text)}."
         if reps:
