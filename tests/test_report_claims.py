@@ -513,7 +513,8 @@ def test_forest_plot_has_one_row_per_measured_claim(tmp_path):
     write_agg(tmp_path, "synth", "clf", {"adamw": _label(BASE), "bio": _label([x + 0.05 for x in BASE])})
     c = _claim(claimed={"carry": "absolute", "effect": 0.05}, replication={"method": "bio", "baseline": "adamw"})
     nr = _without_test(id="V6-3", not_run="no data")
-    out, r = _eval(tmp_path, c, nr)
+    absent = _claim(id="V6-4", test=_t(experiment="absent"), replication={"method": "bio", "baseline": "adamw"})
+    out, r = _eval(tmp_path, c, nr, absent)
     rows = figures.forest_rows(out)
     assert [row["id"] for row in rows] == ["V6-1"]
     q = rows[0]["q"]["attribution"]

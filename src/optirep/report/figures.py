@@ -198,7 +198,8 @@ def forest_rows(claims: dict) -> list[dict]:
                              "hi": as_float(q.get("ci_high")) / ses, "verdict": q.get("verdict"),
                              "claimed": as_float(q.get("claimed_effect")) / ses}
         row["text"] = effect_text(qs["attribution"]) if "attribution" in qs else None
-        rows.append(row)
+        if row["q"]:  # a claim whose comparisons were all not run has nothing to draw
+            rows.append(row)
     return rows
 
 
