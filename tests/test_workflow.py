@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from optirep import config
+from optirep import config, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -33,17 +33,31 @@ def job_counts(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
-def expected(workflow: str) -> tuple[int, int]:
-    """(final runs, tuning trials) the study's experiment files define."""
+def expected(workflow: str) -> dict[str, int]:
+    """Jobs the study's experiment files define before any extension of an LR sweep: final runs, the initial
+    sweep points, one bracketing round, one sweep record, the random trials and one selection per tuned label.
+    An experiment listed in the workflow's `batch_runs` trains and analyses all seeds of a task x label in one
+    job each (train_seeds_<exp>, analyze_seeds_<exp>) instead of one train job per run."""
     wf = config.yaml.safe_load((ROOT / workflow).read_text())
-    runs = trials = 0
+    n = {"train": 0, "tune_lr": 0, "bracket": 0, "sweep": 0, "tune_random": 0, "select": 0}
     for f in wf["experiments"]:
         cfg = config.load_experiment(ROOT / f)
-        runs += len(config.grid(cfg))
+        batched = cfg["name"] in wf.get("batch_runs", [])
+        if batched:
+            labels = sum(len(t["optimizers"]) for t in cfg["tasks"].values())
+            n[f"train_seeds_{cfg['name']}"] = n[f"analyze_seeds_{cfg['name']}"] = labels
+        else:
+            n["train"] += len(config.grid(cfg))
         for task in cfg["tasks"].values():
-            tuned = [lb for lb in task["optimizers"] if cfg["optimizers"][lb].get("tune")]
-            trials += len(tuned) * cfg["tuning"]["trials"]
-    return runs, trials
+            for lb in task["optimizers"]:
+                o = cfg["optimizers"][lb]
+                if o.get("tune"):
+                    n["tune_lr"] += len(tuning.lr_grid(o, cfg["tuning"]["lr_sweep"]["per_decade"]))
+                    n["tune_random"] += cfg["tuning"]["random_trials"]
+                    n["bracket"] += 1
+                    n["sweep"] += 1
+                    n["select"] += 1
+    return n
 
 
 @pytest.mark.parametrize("workflow", ["experiments/workflow.yaml", "experiments/workflow-cpu.yaml"])
@@ -52,9 +66,9 @@ def test_dry_run_lists_the_whole_grid(workflow):
     res = run(["snakemake", "-n", "--forceall", "--configfile", workflow], ROOT, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     counts = job_counts(res.stdout)
-    runs, trials = expected(workflow)
-    assert counts["train"] == runs
-    assert counts.get("train_trial", 0) == trials
+    for rule, n in expected(workflow).items():
+        assert counts.get(rule, 0) == n, (rule, counts)
+    assert counts["tune_lr"] >= 7 * counts["bracket"] > 0, "at least a 7-point sweep per tuned label"
     assert counts["claims"] == 1 and counts["paper"] == 1
 
 
@@ -86,11 +100,19 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     smoke = repo / "results" / "smoke"
     cfg = config.load_experiment(repo / "experiments" / "smoke.yaml")
     for task, label, seed in config.grid(cfg):
-        m = json.loads((smoke / "runs" / task / label / f"seed{seed}" / "metrics.json").read_text())
+        run_dir = smoke / "runs" / task / label / config.spec_hash(cfg, task, label) / f"seed{seed}"
+        m = json.loads((run_dir / "metrics.json").read_text())
         assert m["steps"] == cfg["tasks"][task]["steps"] or m["diverged"], (task, label, seed)
     for task in cfg["tasks"]:
         agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())
         assert agg["task"] == task
+    # the tuning protocol ran: a bracketing record and a selection with its effective lr, and the figure
+    agg = json.loads((smoke / "aggregate" / "mnist1d_all.json").read_text())
+    sel = agg["per_label"]["biostatis_v6_tuned"]["tuning"]["selected"]
+    assert sel["seeds"] == cfg["tuning"]["seeds"] and sel["effective_lr"] > 0 and sel["n_sweep_points"] >= 7
+    assert agg["per_label"]["biostatis_v6_tuned"]["tuning"]["sweep"]["covered"] is not None
+    fig = smoke / "paper" / "generated" / "smoke" / "fig_lr_sensitivity" / "fig_lr_sensitivity_mnist1d_all.png"
+    assert fig.stat().st_size > 20_000
     claims = json.loads((smoke / "claims.json").read_text())
     assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
     numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()

@@ -136,7 +136,7 @@ class BioOptimizer(torch.optim.Optimizer):
 
     def _init_run_state(self) -> None:
         self._diag = Diagnostics()
-        self._run: dict[str, Any] = {"steps": 0}
+        self._run: dict[str, Any] = {}  # subclass host counters, e.g. NeuroPlastic's {"steps", "epoch_set"}
         self._warned: set[str] = set()
 
     def _warn_once(self, key: str, message: str) -> None:

@@ -32,8 +32,9 @@ import numpy as np
 import yaml
 
 from optirep.analysis.stats import failure_reason, hedges_g, holm, paired_wins, summarize, time_to_target, welch
-from optirep.config import HIGHER_IS_BETTER
+from optirep.config import HIGHER_IS_BETTER, label_dir, load_yaml
 from optirep.report._io import as_float, read_json, write_json
+from optirep.runio import TRIAL_SCHEMA, read_record
 
 ALPHA = 0.05
 
@@ -54,7 +55,10 @@ def load_experiment(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise AggregateError(f"experiment file {path} does not exist")
-    cfg = yaml.safe_load(path.read_text())
+    try:
+        cfg = load_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AggregateError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(cfg, dict) or "tasks" not in cfg:
         raise AggregateError(f"{path}: not an experiment YAML (needs top-level keys name, scale, seeds, tasks)")
     return cfg
@@ -109,15 +113,20 @@ def _numeric_items(d: dict | None, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def collect_label(results: Path, task: str, label: str, seeds: Sequence[int]) -> dict[str, Any]:
-    """Every finished seed of one label: metrics, analysis scalars, curves, divergences."""
-    label_dir = results / "runs" / task / label
+def collect_label(results: Path, task: str, label: str, seeds: Sequence[int], cfg: dict | None = None) -> dict[str, Any]:
+    """Every finished seed of one label: metrics, analysis scalars, curves, divergences.
+
+    With `cfg`, the runs of its current config (`runs/<task>/<label>/<spec>/seed*`, or a tree written
+    before the spec level: `config.label_dir`); without, `runs/<task>/<label>/seed*`.
+    """
+    label_dir = label_dir_of(results, "runs", cfg, task, label)
     found = sorted((p for p in label_dir.glob("seed*") if (p / "metrics.json").exists()),
                    key=lambda p: _seed_of(p.name)) if label_dir.exists() else []
     runs = []
     for run_dir in found:
-        m = read_json(run_dir / "metrics.json")
-        seed = int(m.get("seed", _seed_of(run_dir.name)))
+        # schema-checked, and its task/label/seed must be those of its path (runio.RECORD_SCHEMA)
+        m = read_record(run_dir / "metrics.json", expect={"task": task, "label": label, "seed": _seed_of(run_dir.name)})
+        seed = int(m["seed"])
         values = {k: as_float(m.get(k)) for k in RUN_METRICS}
         values.update({f"extra.{k}": v for k, v in _numeric_items(m.get("extra")).items()})
         analysis_file = results / "analysis" / task / label / f"seed{seed}.json"
@@ -226,24 +235,92 @@ def gate_check(task_cfg: dict, per_label: dict) -> dict[str, Any]:
     return {**gate, "passed": ok, "value": value, "reason": "; ".join(why) or "passed"}
 
 
+def label_dir_of(results: Path, kind: str, cfg: dict | None, task: str, label: str) -> Path:
+    return label_dir(results, kind, cfg, task, label) if cfg is not None else Path(results) / kind / task / label
+
+
 def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
-    """Trials of the tuning study (hp, val metrics) and the selected trial, or None if not tuned."""
-    tdir = results / "tune" / task / label
+    """The tuning record of one label, or None if it was not tuned.
+
+    Current protocol (optirep.tuning): `trials` = every configuration (LR-sweep points `lr/k<k>` and random
+    trials `random/trial<j>`) with its per-tuning-seed and mean validation metrics, lr, gain and effective lr;
+    `sweep` = the bracketing record (interior or the bound that stopped it, intervals, budget); `selected` =
+    selected.json without its trial list. Trees of the old protocol (`trial<k>/` single-seed runs) are read
+    as before, with `selected.trial` set from its `trial_dir` so that readers need no second code path.
+    """
+    tdir = results / "tune" / task / label  # the tuning tree has no <spec> level yet (rules/tune.smk)
     if not tdir.exists():
         return None
     selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
+    if (tdir / "sweep.json").exists() or (tdir / "lr").is_dir():
+        trials = []
+        for f in sorted(tdir.glob("lr/k*/trial.json"), key=lambda p: int(p.parent.name[1:])) + \
+                sorted(tdir.glob("random/trial*/trial.json"), key=lambda p: int(p.parent.name[5:])):
+            t = read_json(f)
+            trials.append({k: t.get(k) for k in ("trial", "stage", "hp", "lr", "gain", "effective_lr", "seeds",
+                                                 "final_val", "best_val", "final_val_seeds", "best_val_seeds",
+                                                 "diverged", "wall_time_s")})
+        sweep = read_json(tdir / "sweep.json") if (tdir / "sweep.json").exists() else None
+        if sweep is not None:
+            sweep = {k: v for k, v in sweep.items() if k != "points"} | {"n_points": len(sweep["points"])}
+        if selected is not None:
+            selected = {k: v for k, v in selected.items() if k != "trials"}
+        return {"protocol": "bracketed", "selected": selected, "sweep": sweep, "trials": trials}
     trials = []
     for tr in sorted(tdir.glob("trial*"), key=lambda p: int(p.name.removeprefix("trial") or 0)):
         if not (tr / "metrics.json").exists():
             continue
-        m = read_json(tr / "metrics.json")
+        m = read_record(tr / "metrics.json", expect={"task": task, "label": label}, schema=TRIAL_SCHEMA)
         hp = m.get("hp")
         if hp is None and (tr / "config.json").exists():
             hp = read_json(tr / "config.json").get("hp")
         trials.append({"trial": int(tr.name.removeprefix("trial")), "hp": hp or {},
                        "final_val": as_float(m.get("final_val")), "best_val": as_float(m.get("best_val")),
                        "diverged": bool(m.get("diverged")), "wall_time_s": as_float(m.get("wall_time_s"))})
-    return {"selected": selected, "trials": trials}
+    if selected is not None and "trial" not in selected and selected.get("trial_dir"):
+        selected["trial"] = int(Path(selected["trial_dir"]).name.removeprefix("trial"))
+    return {"protocol": "single-seed trials", "selected": selected, "trials": trials}
+
+
+def tuning_budget(agg: dict) -> int:
+    """Tuning runs per tuned optimizer of a task: the stated `tuning.budget`, or an old study's trial count."""
+    t = agg.get("tuning") or {}
+    return int(t["budget"]) if "budget" in t else int(t.get("trials", 0))
+
+
+def tuning_view(tuning: dict | None) -> dict | None:
+    """One shape for a label's tuning record, from this protocol's aggregates or older ones.
+
+    Returns None for an untuned label, else {protocol, selected_trial, selected (dict), trials (list), sweep
+    (dict or None), lr, effective_lr, gain, edge, bound_hit}: older aggregates have no sweep and no effective
+    lr (NaN), and their `selected` carries `trial_dir` instead of `trial`. `edge` ("lower" | "upper" | None)
+    says where the optimum sits when the search did not bracket it: the sweep's best point at an edge, or (old
+    protocol) the selected lr at the smallest or largest lr sampled; `bound_hit` names what stopped it.
+    """
+    if not tuning:
+        return None
+    sel = dict(tuning.get("selected") or {})
+    trial = sel.get("trial")
+    if trial is None and sel.get("trial_dir"):
+        trial = int(Path(sel["trial_dir"]).name.removeprefix("trial"))
+    hp = sel.get("hp") or {}
+    trials = list(tuning.get("trials") or [])
+    lr = as_float(sel.get("lr", hp.get("lr")))
+    sweep = tuning.get("sweep")
+    if sweep:
+        edge, bound = (None, None) if sweep.get("interior") else (sweep.get("edge"), sweep.get("bound_hit"))
+    else:  # old protocol: the selected lr at the smallest or largest lr sampled
+        lrs = [as_float((t.get("hp") or {}).get("lr")) for t in trials]
+        lrs = [x for x in lrs if math.isfinite(x)]
+        edge = None
+        if lrs and math.isfinite(lr) and len(lrs) > 1:
+            edge = "lower" if lr <= min(lrs) else "upper" if lr >= max(lrs) else None
+        bound = "sampled range" if edge else None
+    return {
+        "protocol": tuning.get("protocol", "single-seed trials"), "selected_trial": trial, "selected": sel,
+        "trials": trials, "sweep": sweep, "lr": lr, "effective_lr": as_float(sel.get("effective_lr")),
+        "gain": as_float(sel.get("gain")), "edge": edge, "bound_hit": bound,
+    }
 
 
 def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
@@ -264,7 +341,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     per_label: dict[str, dict] = {}
     raw: dict[str, dict] = {}
     for label in labels:
-        got = collect_label(results, task, label, seeds)
+        got = collect_label(results, task, label, seeds, cfg)
         raw[label] = got
         runs = got["runs"]
         keys = sorted({k for r in runs for k in r["values"]}, key=lambda k: (k not in RUN_METRICS, k))
