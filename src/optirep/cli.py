@@ -238,6 +238,7 @@ COMMANDS = {
     "analyze": _delegate("optirep.analysis.run"),
     "aggregate": _delegate("optirep.report.aggregate"),
     "claims": _delegate("optirep.report.claims"),
+    "power": _delegate("optirep.report.power"),
     "readme": _delegate("optirep.report.readme"),
 }
 

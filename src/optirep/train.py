@@ -63,6 +63,29 @@ def _finite_or_nan(x: float) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
 
 
+def code_path(opt: torch.optim.Optimizer) -> str:
+    """Which implementation each param group's step ran: "compiled", "foreach" or "reference" for this
+    project's optimizers (their `foreach` / `compile` settings, as their step() decides), "torch" plus the
+    group's foreach setting for torch's own optimizers. Distinct paths joined by "+" (recorded per run so a
+    comparison whose arms ran different code can be flagged; issue #10, rule 11)."""
+    from optirep.optim._base import use_compiled
+
+    paths = []
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p is not None]
+        if "compile" in group and "foreach" in group and params:
+            if group["foreach"] is False:
+                paths.append("reference")
+            elif use_compiled(group["compile"], sum(p.numel() for p in params), params[0].device):
+                paths.append("compiled")
+            else:
+                paths.append("foreach")
+        else:
+            fe = group.get("foreach")
+            paths.append("torch" + ("" if fe is None else (":foreach" if fe else ":for-loop")))
+    return "+".join(sorted(set(paths)))
+
+
 def versions() -> dict:
     out = {"optirep": optirep.__version__, "torch": torch.__version__, "python": platform.python_version(),
            "numpy": np.__version__}
@@ -613,6 +636,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
         "peak_memory_bytes": peak, "optimizer_state_bytes": state_bytes, "param_bytes": param_bytes,
         "diagnostics": state["history"][-1]["diag"] if state["history"] else {},
         "final_linear_key": final_linear_key, "extra": extra, "versions": versions(), "git_sha": git_sha(),
+        "code_path": code_path(opt),
         "device": device_name(device), "config_hash": run["config_hash"], "files_sha256": files_sha256,
     }
     atomic_write_json(final_file, record)
