@@ -54,6 +54,8 @@ smoke: setup tex
 study: setup tex
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
 
+# the optimizers with a target (issue #12) and torch's rows, on ResNet-18 and the GPT-2 block stack
+BENCH_ARGS ?= --shapes all --optimizers biostatis_v6 biostatis_v6_global neuroplastic enhanced_sgd enhanced_sgd_noclosure
 bench: setup
 	$(PY) benchmarks/optim_step.py $(BENCH_ARGS)
 

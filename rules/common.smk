@@ -121,10 +121,35 @@ def selections(exp):
     ]
 
 
+# --configfile merges into experiments/workflow.yaml, so `timing` may also hold the full study's entries:
+# only this study's experiments count (tests/test_timing.py checks every workflow file's own entries).
+TIMING = {e: tasks for e, tasks in config.get("timing", {}).items() if e in EXPS}
+for _exp, _tasks in TIMING.items():
+    for _task, _spec in _tasks.items():
+        if _task not in EXPS[_exp]["tasks"]:
+            raise ValueError(f"workflow config timing.{_exp}.{_task}: no task {_task!r} in {_exp} "
+                             f"(allowed: {', '.join(EXPS[_exp]['tasks'])})")
+        _missing = [l for l in _spec["optimizers"] if l not in EXPS[_exp]["tasks"][_task]["optimizers"]]
+        if _missing:
+            raise ValueError(f"workflow config timing.{_exp}.{_task}.optimizers: {_missing} are not optimizers "
+                             f"of the task (allowed: {', '.join(EXPS[_exp]['tasks'][_task]['optimizers'])})")
+
+
+def timings(exp):
+    """The timing stage's records of one experiment (its tasks under the workflow config's `timing:`)."""
+    return [f"results/{exp}/timing/{t}.json" for t in TIMING.get(exp, {})]
+
+
+def timing_args(w):
+    spec = TIMING[w.exp][w.task]
+    return (f"--optimizers {' '.join(spec['optimizers'])} --repeats {spec.get('repeats', 30)}"
+            f" --warmup {spec.get('warmup', 5)}")
+
+
 def all_targets():
     targets = [f"results/{STUDY}/claims.json"]
     for exp in EXPS:
-        targets += aggregates(exp)
+        targets += aggregates(exp) + timings(exp)
         # Every run the aggregates cite is a target too: Snakemake does not rebuild a deleted
         # intermediate file whose consumers are up to date (snakemake/snakemake#1978), so a run
         # directory deleted after aggregation would otherwise stay cited by aggregate and claims.

@@ -8,6 +8,7 @@ rule claims:
     input:
         claims="experiments/claims.yaml",
         aggregates=lambda w: [a for exp in EXPS for a in aggregates(exp)],
+        timings=lambda w: [t for exp in EXPS for t in timings(exp)],
     output:
         f"results/{STUDY}/claims.json",
     log:

@@ -46,3 +46,28 @@ rule train:
     shell:
         "optirep train --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"
+
+
+# The timing stage (the workflow config's `timing:`): a task's optimizers interleaved one step at a time in
+# one process (optirep timing);
+# timing claims are judged from its record, not from the training runs. It reserves every core, so
+# no other job of this workflow shares the CPU while it measures.
+rule timing:
+    input:
+        exp=exp_file,
+        data=fetched,
+    output:
+        "results/{exp}/timing/{task}.json",
+    log:
+        "results/{exp}/logs/timing/{task}.log",
+    params:
+        data=DATA_ARGS,
+        timing=timing_args,
+    conda:
+        "../envs/optirep.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
+    shell:
+        "optirep timing --experiment {input.exp} --task {wildcards.task} {params.timing} --out {output} {params.data}"
+        " --quiet > {log} 2>&1"

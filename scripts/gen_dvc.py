@@ -5,8 +5,10 @@
 
 Stages: one coarse `study_<study>` per workflow config (runs its Snakemake grid; the run and tune
 trees are DVC-cached outputs with persist: true, the aggregates and claims.json are git-tracked
-with cache: false), and one stage per table and figure of each experiment, calling the same
-`python analysis/<artifact>.py` command as the Snakemake rule.
+with cache: false), one stage per table and figure of each experiment, calling the same
+`python analysis/<artifact>.py` command as the Snakemake rule, and one `timing@<exp>-<task>` stage per
+(experiment, task) under a workflow config's `timing:` key, calling the same `optirep timing` command as the Snakemake rule
+(its JSON record is git-tracked, cache: false).
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ def studies() -> list[dict]:
         cfg = yaml.safe_load((ROOT / wf).read_text())
         docs = [yaml.safe_load((ROOT / f).read_text()) for f in cfg["experiments"]]
         exps = [d["name"] for d in docs]
+        data = " ".join(f"--{k.replace('_', '-')} {cfg[k]}" for k in ("data_root", "mirror") if cfg.get(k))
+        files = {d["name"]: f for f, d in zip(cfg["experiments"], docs)}
+        timing = {f"{e}-{t}": {"exp_file": files[e], "exp": e, "task": t, "data": data,
+                               "optimizers": " ".join(spec["optimizers"]), "repeats": spec.get("repeats", 30),
+                               "warmup": spec.get("warmup", 5)}
+                  for e, tasks in (cfg.get("timing") or {}).items() for t, spec in tasks.items()}
         # results/<exp>/tune exists only for experiments with a tuned label
         tuned = {d["name"] for d in docs if any((o or {}).get("tune") for o in (d.get("optimizers") or {}).values())}
         out.append({"workflow": wf, "study": cfg["study"], "exp_files": cfg["experiments"], "exps": exps, "tuned": tuned,
-                    "gen": f"{cfg.get('paper_dir', 'results/' + cfg['study'] + '/paper')}/generated"})
+                    "timing": timing, "gen": f"{cfg.get('paper_dir', 'results/' + cfg['study'] + '/paper')}/generated"})
     return out
 
 
@@ -84,6 +92,14 @@ def render() -> str:
         "do": {"cmd": "python analysis/fig_forest.py --claims ${item.claims} --out ${item.gen}/fig_forest",
                "deps": ["analysis/fig_forest.py", "src/optirep/report", "${item.claims}"],
                "outs": [{"${item.gen}/fig_forest.pdf": {"cache": False}}, {"${item.gen}/fig_forest.png": {"cache": False}}]}}
+    timing = {k: v for s in studies() for k, v in s["timing"].items()}
+    if timing:
+        stages["timing"] = {"foreach": timing, "do": {
+            "cmd": "optirep timing --experiment ${item.exp_file} --task ${item.task} --optimizers ${item.optimizers}"
+                   " --repeats ${item.repeats} --warmup ${item.warmup}"
+                   " --out results/${item.exp}/timing/${item.task}.json ${item.data} --quiet",
+            "deps": ["src/optirep", "${item.exp_file}"],
+            "outs": [{"results/${item.exp}/timing/${item.task}.json": {"cache": False}}]}}
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
 
 

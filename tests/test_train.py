@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from optirep import cli, config
-from optirep.train import train
+from optirep.train import TIMING_WARMUP_STEPS, train
 
 EXPERIMENT = {
     "name": "unit",
@@ -99,6 +99,11 @@ def test_run_writes_all_outputs_and_is_deterministic(tmp_path):
     for key in ("best_val", "best_val_step", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes",
                 "optimizer_state_bytes", "versions", "git_sha", "code_path", "device", "scale"):
         assert key in rec, key
+    # per-step times leave out the warm-up steps, reported beside them
+    assert rec["warmup_steps"] == TIMING_WARMUP_STEPS and rec["timed_steps"] == 24 - TIMING_WARMUP_STEPS
+    assert math.isclose(rec["wall_time_s"], rec["warmup_time_s"] + rec["time_per_step_s"] * rec["timed_steps"],
+                        rel_tol=1e-9)
+    assert 0 < rec["warmup_opt_time_s"] <= rec["warmup_time_s"] and 0 < rec["time_per_opt_step_s"] < rec["time_per_step_s"]
     assert rec["code_path"] == "torch"  # torch's AdamW with its default foreach setting
     # AdamW: exp_avg + exp_avg_sq (2P) plus one 4-byte step counter per parameter tensor
     assert 0 <= rec["optimizer_state_bytes"] - 2 * rec["param_bytes"] <= 4 * 16
@@ -114,6 +119,9 @@ def test_resume_is_bit_identical(tmp_path):
     resumed = train(run, tmp_path / "part", quiet=True)
     for key in ("final_test", "final_val", "best_val", "best_val_step", "final_train_loss"):
         assert resumed[key] == full[key], key
+    # each process warms up (compile, allocation): both warm-ups are left out of the per-step times
+    assert full["warmup_steps"] == TIMING_WARMUP_STEPS and resumed["warmup_steps"] == 2 * TIMING_WARMUP_STEPS
+    assert resumed["timed_steps"] == 24 - 2 * TIMING_WARMUP_STEPS
     a = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     b = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"} for r in rows]  # noqa: E731

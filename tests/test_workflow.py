@@ -115,6 +115,8 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     assert fig.stat().st_size > 20_000
     claims = json.loads((smoke / "claims.json").read_text())
     assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
+    timing = json.loads((smoke / "timing" / "mnist1d_all.json").read_text())  # the timing stage, in miniature
+    assert timing["labels"] == ["adamw", "biostatis_v6"] and timing["repeats"] == 5
     numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()
     assert "\\newcommand" in numbers
     if latex:

@@ -9,6 +9,7 @@
     optirep bracket --experiment E --task T --optimizer L --points DIR... [--match F] --out round.json
     optirep select --experiment E --task T --optimizer L --sweep sweep.json --trials DIR... --out selected.json
     optirep derive-hp --experiment E --optimizer L --runs DIR... --out hp.json   # effective-LR control
+    optirep timing --experiment E --task T --out FILE.json   # interleaved step cost of the task's optimizers
     optirep analyze RUN_DIR --out FILE.json
     optirep aggregate / claims / readme ...     # the report layer (see optirep.report)
 
@@ -233,6 +234,7 @@ COMMANDS = {
     "optimizers": _optimizers,
     "validate": _validate,
     "fetch": _delegate("optirep.data.fetch"),
+    "timing": _delegate("optirep.timing"),
     "analyze": _delegate("optirep.analysis.run"),
     "aggregate": _delegate("optirep.report.aggregate"),
     "claims": _delegate("optirep.report.claims"),

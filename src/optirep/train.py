@@ -350,6 +350,41 @@ OBJECTIVES = {"classification": Classification, "lm": LanguageModel, "autoencode
 
 
 # ----------------------------------------------------------------------------- the run
+#: Optimizer steps at the start of every process (a fresh or a resumed run) that `time_per_step_s` and
+#: `time_per_opt_step_s` leave out: allocation of the optimizer state, torch.compile of the fused
+#: kernels (NeuroPlastic's first compiled step is its second), first-touch page faults. Reported
+#: separately as `warmup_steps`, `warmup_time_s` and `warmup_opt_time_s`.
+TIMING_WARMUP_STEPS = 3
+
+
+def build_model(task: dict, splits, device: torch.device) -> torch.nn.Module:
+    """The task's model on `device` (LM/text tasks get the tokenizer's vocabulary size)."""
+    model_args = dict(task.get("model_args", {}))
+    if task["objective"] == "lm" or splits.info.get("kind") == "text":
+        model_args.setdefault("vocab_size", splits.info["vocab_size"])  # the tokenizer's
+    try:
+        model = models.build_model(task["model"], **model_args).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task.model_args ({task['model']}): {exc}") from None
+    if task.get("channels_last") and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def _timed_means(state: dict) -> dict:
+    """Per-step times over the steps after each process's warm-up; all steps if every step was warm-up."""
+    warm_n = state.get("warm_steps", 0)
+    timed_n = state["opt_steps"] - warm_n
+    if timed_n > 0:
+        step_s = (state["train_time"] - state.get("warm_time", 0.0)) / timed_n
+        opt_s = (state["opt_time"] - state.get("warm_opt_time", 0.0)) / timed_n
+    else:  # a run shorter than its warm-up: no clean step to time, say so
+        step_s = opt_s = float("nan")
+    return {"time_per_step_s": step_s, "time_per_opt_step_s": opt_s, "timed_steps": max(timed_n, 0),
+            "warmup_steps": warm_n, "warmup_time_s": state.get("warm_time", 0.0),
+            "warmup_opt_time_s": state.get("warm_opt_time", 0.0)}
+
+
 def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None = None,
           quiet: bool = False, stop_after: int | None = None) -> dict | None:
     """Train one run into `out`; returns the final metrics record.
@@ -391,15 +426,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
     objective = OBJECTIVES[task["objective"]](task, splits, device, seed)
 
     # -- model
-    model_args = dict(task.get("model_args", {}))
-    if task["objective"] == "lm" or splits.info.get("kind") == "text":
-        model_args.setdefault("vocab_size", splits.info["vocab_size"])  # the tokenizer's
-    try:
-        model = models.build_model(task["model"], **model_args).to(device)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"task.model_args ({task['model']}): {exc}") from None
-    if task.get("channels_last") and device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model = build_model(task, splits, device)
     final_linear_key = None
     if task["objective"] == "classification":
         fl = models.final_linear(model)
@@ -461,6 +488,9 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
 
     model.train()
     stop_at = state["step"] + stop_after if stop_after else None
+    for key in ("warm_steps", "warm_time", "warm_opt_time"):
+        state.setdefault(key, 0)
+    warm_left = TIMING_WARMUP_STEPS  # of this process
     while state["step"] < steps and not state["diverged"]:
         step = state["step"]
         if stop_at is not None and step >= stop_at:
@@ -510,6 +540,12 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
         state["step"] = step = step + 1
         state["opt_time"] += t_opt
         state["opt_steps"] += 1
+        warm = warm_left > 0
+        if warm:
+            warm_left -= 1
+            state["warm_steps"] += 1
+            state["warm_opt_time"] += t_opt
+        train_time_before = state["train_time"]
 
         if step % eval_every == 0 or step == steps:
             losses = torch.stack(pending).cpu()
@@ -540,6 +576,8 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{v:.4g}")
         else:
             state["train_time"] += time.perf_counter() - t0
+        if warm:
+            state["warm_time"] += state["train_time"] - train_time_before
         # checkpoint_every is its own period (also between evals): pending losses travel in the checkpoint
         if step % ckpt_every == 0 or step == steps or state["diverged"]:
             checkpoint()
@@ -593,8 +631,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
         "best_val_step": state["best_val_step"], "final_train_loss": _finite_or_nan(final_train_loss),
         "steps": state["step"], "planned_steps": steps, "diverged": state["diverged"],
         "diverged_step": state["diverged_step"], "wall_time_s": state["train_time"],
-        "time_per_step_s": state["train_time"] / max(state["opt_steps"], 1),
-        "time_per_opt_step_s": state["opt_time"] / max(state["opt_steps"], 1),
+        **_timed_means(state),
         "opt_time_includes_closure": use_closure,
         "peak_memory_bytes": peak, "optimizer_state_bytes": state_bytes, "param_bytes": param_bytes,
         "diagnostics": state["history"][-1]["diag"] if state["history"] else {},

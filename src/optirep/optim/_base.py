@@ -206,6 +206,9 @@ _COMPILED: dict = {}
 def compiled(fn):
     """`torch.compile(fn)` (dynamic shapes, one graph), built once per process and shared by every optimizer."""
     if fn not in _COMPILED:
+        from ._flat import compile_cache_dir
+
+        compile_cache_dir()  # a cache that outlives /tmp: later processes load the kernels from disk
         _COMPILED[fn] = torch.compile(fn, dynamic=True, fullgraph=True)
     return _COMPILED[fn]
 
@@ -227,6 +230,9 @@ def use_compiled(setting, numel: int, device: torch.device) -> bool:
         return False
     kind = device.type
     if kind not in _COMPILE_OK:
+        from ._flat import compile_cache_dir
+
+        compile_cache_dir()  # before the first compile of the process: inductor's cache then lives there
         try:
             probe = torch.compile(lambda x: (x * 2.0 + 1.0).sum(), dynamic=True, fullgraph=True)
             _COMPILE_OK[kind] = bool(probe(torch.ones(5, device=device)) == 15.0)

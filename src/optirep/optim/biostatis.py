@@ -13,6 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
+from ._flat import abs_tanh, alias_1d, bump_versions
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -27,7 +28,7 @@ def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     M1.lerp_(g, 1 - d1)
     M2.lerp_(g, 1 - d2)
-    return torch.stack([(g * g).sum(), g.tanh().abs().sum(), (m * g).sum(), (m * m).sum(),
+    return torch.stack([(g * g).sum(), abs_tanh(g).sum(), (m * g).sum(), (m * m).sum(),
                         m.abs().sum(), v.sqrt().sum()])
 
 
@@ -558,8 +559,7 @@ class BiostatisV6(BioOptimizer):
         sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         sensors, update = compiled(_sensors_kernel), compiled(_update_kernel)
 
-        def flat(x):
-            return x.view(-1) if x.is_contiguous() else x
+        flat = alias_1d  # not x.view(-1): see optim._flat
 
         host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
         n_t, bc1_t, _, inv_bc2s, ramp_t = host.unbind()
@@ -587,6 +587,7 @@ class BiostatisV6(BioOptimizer):
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
                              for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
+        bump_versions(work + [s[k] for s in states for k in _STATE_KEYS])
         self._record(gi, C_g, E_g, h, e, parts, fired)
         if diag_due:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)

@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_hp, check_not_sparse
+from ._flat import histc_counts
 from .registry import Entry
 
 _NAME = "EnhancedSGD"
@@ -24,16 +25,19 @@ _BINS = 100
 _GREEDY_MULT, _GREEDY_ADD = 6, 7
 
 
-def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool | None = None) -> torch.Tensor:
+def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool | None = None,
+                      fast_counts: bool = True) -> torch.Tensor:
     """The seed's gradient "entropy": -sum(h log h) over a 100-bin density histogram (+1e-12).
 
     `flat` is one 1-D tensor or a list of them (their concatenation, without making it).
+    `fast_counts=False` keeps `torch.histc` on CPU whatever the size (the reference loop's ground truth).
 
     Densities are count / (N * bin width) over [min, max] (numpy's `density=True`; a constant
     input gets numpy's range [x - 0.5, x + 0.5]); no bin-width factor in the sum, as in the seed.
     Computed on the tensor's device and returned as a 0-d tensor. On CPU `torch.histc` is used
-    (its bounds are host floats, which costs nothing there); elsewhere the bins are filled with an
-    accumulating `index_put_` so that nothing waits on the host.
+    (its bounds are host floats, which costs nothing there), or for >= 2^20 elements the same counts
+    from a compiled bin-index pass and `torch.bincount` (optim._flat.histc_counts, ~4x faster); elsewhere
+    the bins are filled with an accumulating `index_put_` so that nothing waits on the host.
     """
     parts = list(flat) if isinstance(flat, (list, tuple)) else [flat]
     n = sum(x.numel() for x in parts)
@@ -54,9 +58,13 @@ def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool |
             idx = ((x - lo) * (_BINS / (hi - lo))).floor_().clamp_(0, _BINS - 1).long()
             counts.index_put_((idx,), torch.ones((), dtype=dtype, device=device), accumulate=True)
     else:
-        lo_f, hi_f = float(lo), float(hi)
-        for x in parts:
-            counts += torch.histc(x, _BINS, lo_f, hi_f)
+        fast = histc_counts(parts, lo, hi, _BINS) if fast_counts else None  # same counts, ~4x faster
+        if fast is not None:
+            counts = fast
+        else:
+            lo_f, hi_f = float(lo), float(hi)
+            for x in parts:
+                counts += torch.histc(x, _BINS, lo_f, hi_f)
     h = counts / (n * (hi - lo) / _BINS) + 1e-12
     return -(h * h.log()).sum()
 
@@ -462,7 +470,8 @@ class EnhancedSGD(BioOptimizer):
         # Only retention and the controller read H; the histogram is the costliest statistic.
         entropy = None
         if self.grad_retention or self.controller:
-            entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads])
+            entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads],
+                                        fast_counts=fast)
             ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
         return sigma2, entropy
 

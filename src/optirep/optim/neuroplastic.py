@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_betas, check_compile, check_hp, compiled, params_with_grad, use_compiled
+from ._flat import alias_1d, bump_versions
 from .registry import Entry
 
 _NAME = "NeuroPlastic"
@@ -931,13 +932,13 @@ class NeuroPlastic(BioOptimizer):
         numel = torch.tensor([float(g.numel()) for g in grads], dtype=sdt, device=dev)
         torch._foreach_add_([s["step"] for s in states], 1.0)
 
-        def flat(x):
-            return x.view(-1) if x.is_contiguous() else x
+        flat = alias_1d  # not x.view(-1): see optim._flat
 
         if group["mode"] == "rule_based":
             traces = compiled(_traces_kernel)
             sums = torch.stack([traces(flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), eps)
                                 .to(sdt) for g, s in zip(grads, states)])
+            bump_versions([s[k] for s in states for k in ("activity", "momentum", "variance")])
             dg, da, dm = (sums / numel[:, None] + eps).unbind(1)
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, group["activity_weight"] / da, group["gradient_weight"] / dg,

@@ -104,7 +104,7 @@ _MARGIN = {
     "type": "object", "additionalProperties": False, "minProperties": 1, "maxProperties": 1,
     "properties": {"absolute": {"type": "number", "minimum": 0}, "relative": {"type": "number", "minimum": 0}},
 }
-_SOURCES = ["aggregate"]
+_SOURCES = ["aggregate", "timing"]
 _PARTIAL = {  # a comparison that inherits what it omits from `test`
     "type": "object", "additionalProperties": False, "required": ["method", "baseline"],
     "properties": {
@@ -309,9 +309,50 @@ def _arm_from_aggregate(results_root: Path, spec: dict, role: str, cache: dict) 
             "path": str(path), "agg": agg}
 
 
+#: timing-record key of each metric a `source: timing` comparison may name
+TIMING_METRICS = {"time_per_step_s": "times_step_s", "time_per_opt_step_s": "times_opt_step_s"}
+
+
+def _arm_from_timing(results_root: Path, spec: dict, role: str, cache: dict) -> dict:
+    """One arm from the timing stage's record results/<exp>/timing/<task>.json (optirep timing).
+
+    The labels took turns one training step at a time in one process and one commit; the "seeds" of an
+    arm are the interleaved rounds (0..repeats-1), so method and baseline pair round by round (the test
+    of a ratio claim then runs on the paired log ratios). Warm-up rounds are not in the record's times.
+    A record with fewer repeats than it needs for a claim (20) is reported missing.
+    """
+    path = results_root / spec["experiment"] / "timing" / f"{spec['task']}.json"
+    only = cache.get(_ONLY)
+    if (only is not None and spec["experiment"] not in only) or not path.exists():
+        return {"missing": f"no timing record yet for {spec['experiment']}/{spec['task']} (timing/{path.name} absent)"}
+    if path not in cache:
+        cache[path] = read_json(path)
+    rec = cache[path]
+    key = TIMING_METRICS.get(spec["metric"])
+    if key is None:
+        return {"missing": f"metric {spec['metric']!r} is not in a timing record (allowed: {', '.join(TIMING_METRICS)})"}
+    label = spec[role]
+    if label not in rec["per_label"]:
+        return {"missing": f"{role} label {label!r} not in {path} (labels: {', '.join(rec['per_label'])})"}
+    if not rec.get("enough_for_claim", False):
+        return {"missing": f"{path}: {rec.get('repeats')} timed repeats, fewer than the "
+                           f"{rec.get('min_repeats_for_claim')} a timing claim needs"}
+    info = rec["per_label"][label]
+    values = [float(x) for x in info[key]]
+    rounds = list(range(len(values)))
+    prov = [{"seed": r, "git_sha": rec.get("git_sha"), "code_path": info.get("code_path")} for r in rounds]
+    agg = {"scale": rec.get("scale"), "metric": spec["metric"], "higher_is_better": False, "gate_passed": True,
+           "gate": None, "seeds": rounds, "per_label": {lab: {"n_diverged": 0} for lab in rec["per_label"]},
+           "timing_hardware": rec.get("hardware")}
+    return {"values": values, "seeds": rounds, "failure_reasons": [None] * len(values), "per_run": True,
+            "failed": [False] * len(values), "tuned": False, "n_trials": 0, "hp": info.get("hp"),
+            "provenance": prov, "path": str(path), "agg": agg}
+
+
 #: Record sources a comparison can read (`source:` in claims.yaml); each maps (results root, spec, role,
-#: cache) to one arm. A new source (e.g. a dedicated timing stage) registers a function here.
-SOURCES: dict[str, Callable[[Path, dict, str, dict], dict]] = {"aggregate": _arm_from_aggregate}
+#: cache) to one arm.
+SOURCES: dict[str, Callable[[Path, dict, str, dict], dict]] = {"aggregate": _arm_from_aggregate,
+                                                                 "timing": _arm_from_timing}
 
 
 # ------------------------------------------------------------------------------------------ effects
