@@ -207,12 +207,12 @@ KEYS = ("final_test", "final_val", "best_val", "best_val_step", "final_train_los
 def test_a_bad_checkpoint_is_named_and_the_run_resumes_from_the_previous_good_one(tmp_path, reference, capsys, how):
     run, full = reference
     out = tmp_path / "part"
-    assert train(run, out, quiet=True, stop_after=13) is None  # checkpoints at steps 8 (an eval) and 13 (the stop)
+    assert train(run, out, quiet=True, stop_after=13) is None  # checkpoints at steps 4, 8, 12 (checkpoint_every) and 13 (the stop)
     _corrupt(out / "ckpt.pt", how)
     capsys.readouterr()
     resumed = train(run, out, quiet=True)
     err = capsys.readouterr().err
-    assert f"{out / 'ckpt.pt'}" in err and "resuming" in err and "ckpt.prev.pt (step 8)" in err
+    assert f"{out / 'ckpt.pt'}" in err and "resuming" in err and "ckpt.prev.pt (step 12)" in err
     assert (out / "ckpt.pt.corrupt").exists()
     assert {k: resumed[k] for k in KEYS} == {k: full[k] for k in KEYS}
 

@@ -4,6 +4,7 @@
     optirep fetch tinyshakespeare --mirror ../shared/datasets
     optirep validate experiments/smoke.yaml     # schema + registry checks, prints the run grid
     optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--hp-json F]
+    optirep train ... --seed 0 --out D0 --seed 1 --out D1    # several runs in one process (optirep.launch)
     optirep tune-trial --experiment E --task T --optimizer L (--lr-point K | --random J --sweep F) --out DIR
     optirep bracket --experiment E --task T --optimizer L --points DIR... [--match F] --out round.json
     optirep select --experiment E --task T --optimizer L --sweep sweep.json --trials DIR... --out selected.json
@@ -22,16 +23,15 @@ from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
-    from optirep import runio
-    from optirep import config
-    from optirep.train import train
+    from optirep import launch, runio
 
-    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
+    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run, or "
+                                "several in one process (repeat --seed and --out, one pair per run).")
     p.add_argument("--experiment", required=True, help="experiments/X.yaml")
     p.add_argument("--task", required=True)
     p.add_argument("--optimizer", required=True, help="an optimizer label of the experiment")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--seed", type=int, required=True, action="append", help="run seed (one, or one per --out)")
+    p.add_argument("--out", required=True, type=Path, action="append", help="run directory (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. task.steps=100 or optimizer.hp.lr=0.01 (repeatable)")
     p.add_argument("--hp-json", type=Path, help="JSON file whose 'hp' mapping overrides the optimizer hp")
@@ -40,19 +40,9 @@ def _train(argv: list[str]) -> int:
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
     runio.validate_stop_after(a.stop_after)
-
-    cfg = config.load_experiment(a.experiment)
-    hp = runio.read_json(a.hp_json).get("hp") if a.hp_json is not None else None
-    if a.hp_json is not None and not isinstance(hp, dict):
-        raise config.ConfigError(f"--hp-json {a.hp_json}: expected a mapping 'hp', got {hp!r}")
-    run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
-    rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
-    if rec is None:
-        print(f"{a.out}: stopped after {a.stop_after} steps (checkpointed); rerun to continue")
-        return 0
-    status = "DIVERGED at step %s" % rec["diverged_step"] if rec["diverged"] else f"final_test {rec['final_test']:.4g}"
-    print(f"{a.out}: {rec['metric']} {status} ({rec['steps']} steps, {rec['wall_time_s']:.1f} s)")
-    return 0
+    runs = launch.plan_runs(a.seed, a.out)
+    return launch.train_runs(a.experiment, a.task, a.optimizer, runs, a.set, a.hp_json, data_root=a.data_root,
+                             mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -246,12 +236,19 @@ COMMANDS = {
     "analyze": _delegate("optirep.analysis.run"),
     "aggregate": _delegate("optirep.report.aggregate"),
     "claims": _delegate("optirep.report.claims"),
+    "power": _delegate("optirep.report.power"),
     "readme": _delegate("optirep.report.readme"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        from optirep import __version__
+        from optirep.provenance import git_sha
+
+        print(f"optirep {__version__} (commit {git_sha()})")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(COMMANDS))

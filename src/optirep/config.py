@@ -2,7 +2,8 @@
 
     python -m optirep.config experiments/smoke.yaml     # validate and print the resolved grid
 
-Config is data: `experiments/schema.yaml` checks the shape (unknown keys are errors), then
+Config is data: the JSON Schema shipped in the package (`optirep/schema/experiment.yaml`; in the
+repository `experiments/schema.yaml` links to it) checks the shape (unknown keys are errors), then
 `check_semantics` checks names against the registries (optimizers, models, datasets, hyperparameter
 names), so a typo fails before any training with the key and the allowed values in the message.
 """
@@ -10,18 +11,21 @@ names), so a typo fails before any training with the key and the allowed values 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
 import re
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "schema.yaml"
+#: The experiment schema as package data (works in a non-editable install; read with importlib.resources).
+DEFAULT_SCHEMA = resources.files("optirep") / "schema" / "experiment.yaml"
 SEGMENTATION_METRICS = ("pixel_accuracy", "miou")
 #: Orientation of every task metric (the schema's `metric` enum), for training, aggregation and verdicts.
 HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
@@ -46,8 +50,8 @@ def load_yaml(text: str):
     return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def schema_path(experiment_path: Path | None = None) -> Path:
-    """experiments/schema.yaml beside the experiment file, else the repository's."""
+def schema_path(experiment_path: Path | None = None):
+    """schema.yaml beside the experiment file, else the package's (a Path or importlib Traversable)."""
     if experiment_path is not None:
         beside = Path(experiment_path).resolve().parent / "schema.yaml"
         if beside.exists():
@@ -55,12 +59,23 @@ def schema_path(experiment_path: Path | None = None) -> Path:
     return DEFAULT_SCHEMA
 
 
+@functools.lru_cache(maxsize=8)
+def _read_schema(schema_file) -> dict:
+    return load_yaml(schema_file.read_text())
+
+
+def load_schema(schema_file=None) -> dict:
+    """The parsed experiment schema (`schema_path()`'s by default); parsed once per process."""
+    schema_file = schema_file or DEFAULT_SCHEMA
+    return copy.deepcopy(_read_schema(Path(schema_file) if isinstance(schema_file, str) else schema_file))
+
+
 def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
 def validate_schema(cfg: dict, source: str, schema_file: Path | None = None) -> None:
-    schema = load_yaml(Path(schema_file or DEFAULT_SCHEMA).read_text())
+    schema = load_schema(schema_file)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -183,11 +198,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return parts, value
 
 
-def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+def request_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
                 hp_override: dict | None = None, source: str = "<experiment>") -> dict:
-    """The complete config of one training run (what config.json records)."""
-    from optirep import optim
+    """The run as the experiment and the command line ask for it, before the registry resolves it.
 
+    Pure data (no torch import): `resolve_run` completes it; `optirep.launch` compares it with a
+    finished run's config.json to recognise the run without importing torch. `optimizer.closure`
+    is present only where the experiment or an override sets it.
+    """
     if task not in cfg["tasks"]:
         raise ConfigError(f"{source}: unknown task {task!r} (allowed values: {', '.join(cfg['tasks'])})")
     t = copy.deepcopy(cfg["tasks"][task])
@@ -195,14 +213,14 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
         raise ConfigError(f"{source}: task {task!r} has no optimizer {label!r} "
                           f"(allowed values: {', '.join(t['optimizers'])})")
     o = copy.deepcopy(cfg["optimizers"][label])
-    entry = optim.spec(o["name"])
     run = {
         "experiment": cfg["name"], "scale": cfg["scale"], "task_name": task, "label": label, "seed": seed,
         "device": cfg.get("device", "auto"), "threads": cfg.get("threads"),
         "task": t,
-        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {})),
-                      "closure": o.get("closure", entry.needs_closure)},
+        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {}))},
     }
+    if "closure" in o:
+        run["optimizer"]["closure"] = o["closure"]
     if "multiplexer" in o:
         t["multiplexer"] = o["multiplexer"]
     if hp_override:
@@ -220,8 +238,44 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
         if parts in (["task", "steps"], ["task", "epochs"]):
             # a run is sized by steps or by epochs, not both: setting one replaces the other
             run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
+    return run
+
+
+def class_defaults(cls: type) -> dict[str, Any]:
+    """Every keyword of `cls.__init__` with a default (except params), as JSON-ready values.
+
+    Tuples become lists (as JSON writes them); a default JSON cannot hold is recorded as its repr.
+    """
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "params") or p.default is inspect.Parameter.empty:
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        v = p.default
+        try:
+            out[name] = json.loads(json.dumps(v))
+        except (TypeError, ValueError):
+            out[name] = repr(v)
+    return out
+
+
+def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+                hp_override: dict | None = None, source: str = "<experiment>") -> dict:
+    """The complete config of one training run (what config.json records).
+
+    `optimizer.resolved_hp` is every keyword the optimizer class runs with: its signature defaults,
+    overridden by the registry entry's defaults, overridden by the run's hp; `config_hash` covers it,
+    so a change of any default is a different run.
+    """
+    from optirep import optim
+
+    run = request_run(cfg, task, label, seed, overrides, hp_override, source)
+    o = run["optimizer"]
+    entry = optim.spec(o["name"])
+    o.setdefault("closure", entry.needs_closure)
     # Re-validate the task and optimizer after overrides with the same schema.
-    schema = load_yaml(schema_path().read_text())
+    schema = load_schema()
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
         sub = {**schema["$defs"][ref], "$defs": schema["$defs"]}
         obj = run["task"] if part == "task" else {"name": run["optimizer"]["name"], "hp": run["optimizer"]["hp"]}
@@ -233,7 +287,8 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
     if unknown:
         raise ConfigError(f"{source}: unknown hyperparameter(s) {unknown} for {o['name']} "
                           f"(allowed: {', '.join(sorted(allowed))})")
-    run["optimizer"]["resolved_hp"] = optim.resolve_hp(o["name"], **run["optimizer"]["hp"])
+    run["optimizer"]["resolved_hp"] = {**class_defaults(entry.cls),
+                                       **optim.resolve_hp(o["name"], **run["optimizer"]["hp"])}
     run["config_hash"] = config_hash(run)
     return run
 
@@ -308,11 +363,14 @@ def grid(cfg: dict) -> list[tuple[str, str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m optirep.config experiments/X.yaml", file=sys.stderr)
-        return 2
-    cfg = load_experiment(argv[0])
+    import argparse
+
+    p = argparse.ArgumentParser(prog="optirep validate",
+                                description="Validate an experiment YAML (schema + registry checks) and print its "
+                                            "run grid: one line per (task, optimizer label, seed).")
+    p.add_argument("experiment", help="experiments/X.yaml")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = load_experiment(a.experiment)
     for t, label, s in grid(cfg):
         print(f"{t}\t{label}\tseed{s}")
     return 0

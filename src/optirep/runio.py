@@ -148,7 +148,7 @@ def load_checkpoint(path: Path, map_location=None) -> Any:
         raise RunFileError(f"{path}: content hash mismatch (sha256 {hashlib.sha256(payload).hexdigest()[:16]}..., "
                            f"recorded {digest.hex()[:16]}...): the file is corrupt")
     try:
-        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=False)
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError ...
         raise RunFileError(f"{path}: hash verified but unreadable ({type(exc).__name__}: {exc})") from None
 

@@ -22,8 +22,6 @@ import math
 import os
 import platform
 import random
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +35,8 @@ import optirep
 from optirep import data as datalib
 from optirep import models, optim, runio
 from optirep.config import HIGHER_IS_BETTER, ConfigError
+from optirep.launch import peak_rss_bytes
+from optirep.provenance import git_sha
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -63,15 +63,27 @@ def _finite_or_nan(x: float) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
 
 
-def git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def code_path(opt: torch.optim.Optimizer) -> str:
+    """Which implementation each param group's step ran: "compiled", "foreach" or "reference" for this
+    project's optimizers (their `foreach` / `compile` settings, as their step() decides), "torch" plus the
+    group's foreach setting for torch's own optimizers. Distinct paths joined by "+" (recorded per run so a
+    comparison whose arms ran different code can be flagged; issue #10, rule 11)."""
+    from optirep.optim._base import use_compiled
+
+    paths = []
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p is not None]
+        if "compile" in group and "foreach" in group and params:
+            if group["foreach"] is False:
+                paths.append("reference")
+            elif use_compiled(group["compile"], sum(p.numel() for p in params), params[0].device):
+                paths.append("compiled")
+            else:
+                paths.append("foreach")
+        else:
+            fe = group.get("foreach")
+            paths.append("torch" + ("" if fe is None else (":foreach" if fe else ":for-loop")))
+    return "+".join(sorted(set(paths)))
 
 
 def versions() -> dict:
@@ -526,10 +538,11 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
                     f.write(json.dumps(row, default=_json_default) + "\n")
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{v:.4g}")
-            if step % ckpt_every == 0 or step == steps or state["diverged"]:
-                checkpoint()
         else:
             state["train_time"] += time.perf_counter() - t0
+        # checkpoint_every is its own period (also between evals): pending losses travel in the checkpoint
+        if step % ckpt_every == 0 or step == steps or state["diverged"]:
+            checkpoint()
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -571,7 +584,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
                       if isinstance(v, torch.Tensor))
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss_bytes())
     record = {
         "experiment": run["experiment"], "scale": run["scale"], "task": run["task_name"], "label": run["label"],
         "optimizer": o["name"], "seed": seed, "hp": o["resolved_hp"], "metric": task["metric"],
@@ -586,6 +599,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
         "peak_memory_bytes": peak, "optimizer_state_bytes": state_bytes, "param_bytes": param_bytes,
         "diagnostics": state["history"][-1]["diag"] if state["history"] else {},
         "final_linear_key": final_linear_key, "extra": extra, "versions": versions(), "git_sha": git_sha(),
+        "code_path": code_path(opt),
         "device": device_name(device), "config_hash": run["config_hash"], "files_sha256": files_sha256,
     }
     atomic_write_json(final_file, record)

@@ -36,8 +36,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scipy.stats import qmc
-
 #: relative tolerance when a grid end meets a range end or a hard bound (floating-point noise)
 _EPS = 1e-9
 
@@ -57,6 +55,8 @@ def sample_trials(search_space: dict, n: int, seed: int = 0) -> list[dict]:
     names = sorted(search_space)
     if not names:
         return [{} for _ in range(n)]
+    from scipy.stats import qmc  # here, not at import: `optirep train` never needs scipy
+
     points = qmc.Halton(d=len(names), scramble=True, seed=seed).random(n)
     return [{name: _at(name, search_space[name], u) for name, u in zip(names, row)} for row in points]
 

@@ -181,16 +181,21 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="optirep analyze",
-                                description="Spectral (seed + Roy-Vetterli) and feature metrics of one run.")
-    p.add_argument("run_dir", help="a finished run directory (contains metrics.json)")
-    p.add_argument("--out", help="JSON file to write (atomically); default: print to stdout")
+                                description="Spectral (seed + Roy-Vetterli) and feature metrics of one run "
+                                            "(or several in one process: one --out per run directory).")
+    p.add_argument("run_dir", nargs="+", help="a finished run directory (contains metrics.json); repeatable")
+    p.add_argument("--out", action="append",
+                   help="JSON file to write (atomically), one per run_dir in order; default: print to stdout")
     p.add_argument("--no-center", action="store_true", help="do not mean-centre the features (RankMe's convention)")
-    args = p.parse_args(argv)
-    result = analyze_run(args.run_dir, center=not args.no_center)
-    if args.out:
-        write_json_atomic(result, args.out)
-    else:
-        print(json.dumps(result, indent=1, allow_nan=True))
+    args = p.parse_intermixed_args(argv)  # RUN1 --out F1 RUN2 --out F2 as well as RUN1 RUN2 --out F1 --out F2
+    if args.out and len(args.out) != len(args.run_dir):
+        p.error(f"--out given {len(args.out)} times for {len(args.run_dir)} run directories (one per run_dir)")
+    for i, run_dir in enumerate(args.run_dir):
+        result = analyze_run(run_dir, center=not args.no_center)
+        if args.out:
+            write_json_atomic(result, args.out[i])
+        else:
+            print(json.dumps(result, indent=1, allow_nan=True))
     return 0
 
 

@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
+from optirep.analysis.stats import failure_reason, hedges_g, holm, paired_wins, summarize, time_to_target, welch
 from optirep.config import HIGHER_IS_BETTER, label_dir, load_yaml
 from optirep.report._io import as_float, read_json, write_json
 from optirep.runio import TRIAL_SCHEMA, read_record
@@ -172,6 +172,31 @@ def compare(method: Sequence[float], baseline: Sequence[float], higher_is_better
         out["paired_wins"] = paired_wins(dict(zip(method_seeds, a)), dict(zip(baseline_seeds, b)), higher_is_better)
     d = out["diff"]
     out["better"] = (d > 0) == higher_is_better if math.isfinite(d) and d != 0 else None
+    return out
+
+
+#: Classes per dataset, for the chance level of an accuracy metric (the failure rule).
+N_CLASSES = {"digits8": 10, "digits32": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
+             "cifar100": 100, "imdb": 2, "ag_news": 4}
+
+
+def run_failures(agg: dict, label: str) -> list[str | None]:
+    """Why each run of `label` failed (optirep.analysis.stats.failure_reason), None where it did not.
+
+    Reads what every aggregate holds: the run's final quality metric (final_test), its final train loss and
+    the first logged train loss of its curve; the chance level is 1 / classes of the dataset for accuracy.
+    """
+    info = agg["per_label"][label]
+    n = len(info["seeds"])
+    chance = 1.0 / N_CLASSES[agg.get("dataset")] if agg.get("metric") == "accuracy" and agg.get("dataset") in N_CLASSES else None
+    quality = [as_float(x) for x in info["values"].get("final_test", [None] * n)]
+    final = [as_float(x) for x in info["values"].get("final_train_loss", [None] * n)]
+    curves = {c["seed"]: c for c in info.get("curves", [])}
+    out = []
+    for i, seed in enumerate(info["seeds"]):
+        first = [as_float(x) for x in (curves.get(seed) or {}).get("train_loss", [])][:1]
+        out.append(failure_reason(quality[i] if i < len(quality) else math.nan, first[0] if first else math.nan,
+                                  final[i] if i < len(final) else math.nan, chance))
     return out
 
 
@@ -344,6 +369,9 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
             "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
             "tuning": collect_tuning(results, task, label, cfg),
             "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
+            # each run's commit and code path (claims flag a comparison whose runs ran different code)
+            "provenance": [{"seed": r["seed"], "git_sha": r["meta"].get("git_sha"),
+                            "code_path": r["meta"].get("code_path")} for r in runs],
         }
 
     base_best = _finite(per_label[base]["values"].get("best_val", []))

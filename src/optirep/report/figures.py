@@ -1,4 +1,5 @@
-"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank intervals.
+"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank intervals; and the
+forest plot of every claim from claims JSON (matplotlib).
 
 Each function takes one task's aggregate dict and an output stem, writes `<stem>.pdf` and
 `<stem>.png`, and returns the written paths (none when the aggregate has nothing to plot). The
@@ -27,6 +28,7 @@ import seaborn as sns  # noqa: E402
 from optirep.analysis.stats import summarize  # noqa: E402
 from optirep.report._io import as_float  # noqa: E402
 from optirep.report.aggregate import tuning_view  # noqa: E402
+from optirep.report.claim_text import effect_text  # noqa: E402
 
 ERANK_METRICS = ("seed_effective_rank", "seed_top5_concentration", "feature_erank")
 # Printed text block of paper/ms.tex (letter, 2.2 cm margins), inches: figures are drawn at the size
@@ -366,3 +368,103 @@ def script_main(kind: str, description: str, argv=None) -> int:
         written += FIGURES[kind](agg, Path(args.out) / f"fig_{kind}_{agg['task']}")
     print(f"{args.out}: {len(written)} files")
     return 0
+
+
+FOREST_GROUPS = (("V6", "BiostatisV6"), ("GRN", "EnhancedSGD"), ("PW", "Planeswalker"), ("NP", "NeuroPlastic"))
+_FOREST_MARKS = (("replication", "s", "white", "(a) seed settings"), ("attribution", "o", "black", "(b) equal tuning"),
+                 ("lr_control", "^", "tab:blue", "(b) LR-matched control"))
+
+
+def forest_rows(claims: dict) -> list[dict]:
+    """One row per measured claim: each question's effect, interval, claimed effect in SESOI units.
+
+    x = oriented effect / SESOI (so 0 = no effect, 1 = the smallest effect of interest, and the claimed
+    effect sits at claimed / SESOI, 2 by default); only what optirep claims computed.
+    """
+    rows = []
+    for rec in claims["claims"]:
+        qs = rec.get("questions") or {}
+        if not qs:
+            continue
+        row = {"id": rec["id"], "group": rec["id"].split("-")[0], "verdict": rec["verdict"],
+               "direction": rec["direction"], "q": {}}
+        for key in qs:
+            q = qs[key]
+            ses = as_float(q.get("sesoi"))
+            if not (math.isfinite(ses) and ses > 0) or not math.isfinite(as_float(q.get("estimate"))):
+                continue
+            row["q"][key] = {"x": q["estimate"] / ses, "lo": as_float(q.get("ci_low")) / ses,
+                             "hi": as_float(q.get("ci_high")) / ses, "verdict": q.get("verdict"),
+                             "claimed": as_float(q.get("claimed_effect")) / ses}
+        row["text"] = effect_text(qs["attribution"]) if "attribution" in qs else None
+        if row["q"]:  # a claim whose comparisons were all not run has nothing to draw
+            rows.append(row)
+    return rows
+
+
+def fig_forest(claims: dict, stem: str | Path, clip: tuple[float, float] = (-6.0, 8.0)) -> list[Path]:
+    """The paper's main figure: per claim, the effect of each question with its 90% interval, the claimed
+    effect and the SESOI, in SESOI units, grouped by optimizer (one page). Values beyond `clip` are drawn
+    at the edge with their number. A study without a measured claim gets a one-line panel saying so."""
+    rows = forest_rows(claims)
+    if not rows:  # the paper includes the figure whatever the study measured
+        fig, ax = plt.subplots(figsize=(4.4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No claim was measured in this study ({claims.get('n_claims', 0)} claims not run).",
+                ha="center", va="center", fontsize=8)
+        return _save(fig, stem)
+    order = [g for g, _ in FOREST_GROUPS]
+    rows.sort(key=lambda r: (order.index(r["group"]) if r["group"] in order else 99))
+    fig, ax = plt.subplots(figsize=(4.4, 0.36 * len(rows) + 1.6))
+    lo_c, hi_c = clip
+    y, yticks, ylabels, seps = 0.0, [], [], []
+    group = None
+    for r in rows:
+        if r["group"] != group:
+            if group is not None:
+                seps.append(y + 0.5)
+                y -= 0.6
+            group = r["group"]
+            name = dict(FOREST_GROUPS).get(group, group)
+            ax.text(lo_c - 0.3, y + 0.55, name, fontsize=8.5, fontweight="bold", ha="right", va="center", clip_on=False)
+        offsets = {"replication": 0.25, "attribution": 0.0, "lr_control": -0.25}
+        for key, marker, face, _ in _FOREST_MARKS:
+            q = r["q"].get(key)
+            if not q:
+                continue
+            yy = y + offsets[key]
+            lo, hi = max(q["lo"], lo_c), min(q["hi"], hi_c)
+            ax.plot([lo, hi], [yy, yy], color="black" if key != "lr_control" else "tab:blue", lw=1.1 if key == "attribution" else 0.8)
+            x = min(max(q["x"], lo_c), hi_c)
+            ax.plot([x], [yy], marker=marker, ms=5.5 if key == "attribution" else 4.5, mfc=face,
+                    mec="black" if key != "lr_control" else "tab:blue", ls="none", zorder=3)
+            if q["x"] > hi_c or q["x"] < lo_c:
+                ax.annotate(f"{q['x']:.3g}", (x, yy), xytext=(-3 if q["x"] > hi_c else 3, 4), textcoords="offset points",
+                            fontsize=6, ha="right" if q["x"] > hi_c else "left")
+            if key == "attribution" and math.isfinite(q["claimed"]):
+                ax.plot([min(max(q["claimed"], lo_c), hi_c)], [y], marker="*", ms=7, color="tab:red", ls="none", zorder=2)
+        yticks.append(y)
+        ylabels.append(r["id"])
+        ax.text(hi_c + 0.3, y, f"{r['verdict']}" + (f"\n{r['text']}" if r.get("text") else ""), fontsize=6.2,
+                va="center", ha="left", clip_on=False)
+        y -= 1.0
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.axvline(1, color="tab:green", lw=0.8, ls="--")
+    if any(r["direction"] in ("equal", "not_worse") for r in rows):
+        ax.axvline(-1, color="tab:green", lw=0.8, ls=":")
+    for s in seps:
+        ax.axhline(s - 0.8, color="0.85", lw=0.6)
+    ax.set_yticks(yticks, ylabels, fontsize=7.5)
+    ax.set_xlim(lo_c, hi_c)
+    ax.set_ylim(y + 0.4, 1.2)
+    ax.set_xlabel("effect / SESOI, oriented so that the claim says > 0\n(0: no effect; 1: smallest effect of interest)",
+                  fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], marker=m, mfc=f, mec="black" if k != "lr_control" else "tab:blue",
+                      color="black" if k != "lr_control" else "tab:blue", ls="-", lw=0.8, label=lab)
+               for k, m, f, lab in _FOREST_MARKS]
+    handles += [Line2D([], [], marker="*", color="tab:red", ls="none", ms=7, label="claimed effect"),
+                Line2D([], [], color="tab:green", ls="--", lw=0.8, label="SESOI (parity / non-inferiority: ±1)")]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.6, 1.0), ncol=2, fontsize=6.5, frameon=False)
+    return _save(fig, stem)
