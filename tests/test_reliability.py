@@ -479,8 +479,13 @@ def test_runs_deleted_after_aggregation_are_rerun_by_the_workflow(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Nothing to be done" not in res.stdout + res.stderr
     counts = job_counts(res.stdout)
-    assert counts["train"] == len(config.grid(cfg)) and counts["aggregate"] == len(cfg["tasks"])
+    assert runs_planned(counts, cfg) == len(config.grid(cfg)) and counts["aggregate"] == len(cfg["tasks"])
     assert counts["claims"] == 1
+
+
+def runs_planned(counts: dict, cfg: dict) -> int:
+    """Final runs a dry run plans: one per `train` job, every seed per `train_seeds_<exp>` job (rules/batch.smk)."""
+    return counts.get("train", 0) + counts.get(f"train_seeds_{cfg['name']}", 0) * len(cfg["seeds"])
 
 
 @pytest.mark.parametrize("hp,words", [
@@ -561,7 +566,7 @@ def test_editing_one_task_reruns_only_that_task_into_a_new_place(tmp_path):
         wrong = [p for p in planned if not ((p[1], p[2]) in changed and p[3] == config.spec_hash(edited, p[1], p[2]))]
         assert planned and not wrong, wrong
         counts = job_counts(res.stdout)
-        assert counts["train"] == len(changed) * len(cfg["seeds"]), (counts, changed)
+        assert runs_planned(counts, cfg) == len(changed) * len(cfg["seeds"]), (counts, changed)
         tuned = {(t, lb) for t, lb in changed if cfg["optimizers"][lb].get("tune")}
         assert all(counts.get(r, 0) == len(tuned) for r in ("bracket", "sweep", "select")), (counts, tuned)
         assert all(p.exists() for p in outs), "a dry run after the edit deletes nothing"
