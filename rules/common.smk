@@ -67,8 +67,8 @@ def hp_input(w):
     """The hyperparameter file a final run depends on: tuning selection or effective-LR control."""
     o = opt_cfg(w)
     s = current_spec(w)
-    if o.get("tune"):  # the tuning tree (rules/tune.smk) has no {spec} level yet
-        return f"results/{w.exp}/tune/{w.task}/{w.label}/selected.json"
+    if o.get("tune"):  # the tuning tree shares the label's {spec} (optirep.config.run_spec)
+        return f"results/{w.exp}/tune/{w.task}/{w.label}/{s}/selected.json"
     if o.get("lr_from"):
         return f"results/{w.exp}/derived/{w.task}/{w.label}/{s}/hp.json"
     return []
@@ -114,7 +114,7 @@ def selections(exp):
     """selected.json of every tuned label (its trials are decided by the bracket checkpoint)."""
     e = EXPS[exp]
     return [
-        f"results/{exp}/tune/{t}/{label}/selected.json"
+        f"results/{exp}/tune/{t}/{label}/{spec(exp, t, label)}/selected.json"
         for t, task in e["tasks"].items()
         for label in task["optimizers"]
         if e["optimizers"][label].get("tune")
@@ -175,7 +175,8 @@ def gradcam_tasks(exp):
 
 # Tuning (rules/tune.smk): the LR sweep's points and its bracketing rounds.
 def tune_dir(w):
-    return f"results/{w.exp}/tune/{w.task}/{w.label}"
+    """`results/<exp>/tune/<task>/<label>/<spec>` of a tuning job, once its {spec} is checked (current_spec)."""
+    return f"results/{w.exp}/tune/{w.task}/{w.label}/{current_spec(w)}"
 
 
 def initial_points(w):
@@ -185,7 +186,7 @@ def initial_points(w):
 
 def round_record(w, r):
     """Round r's record (Snakemake schedules the round first when it does not exist yet)."""
-    f = checkpoints.bracket.get(exp=w.exp, task=w.task, label=w.label, r=r).output[0]
+    f = checkpoints.bracket.get(exp=w.exp, task=w.task, label=w.label, spec=current_spec(w), r=r).output[0]
     return f, json.loads(Path(f).read_text())
 
 
@@ -200,10 +201,9 @@ def bracket_inputs(w):
         ks, prev = [p["k"] for p in rec["points"]] + rec["next"], [f]
     match = (opt_cfg(w).get("gain") or {}).get("match")
     return {
-        "exp": exp_file(w),
         "previous": prev,
         "points": [f"{tune_dir(w)}/lr/k{k}/trial.json" for k in sorted(ks)],
-        "match": [f"results/{w.exp}/tune/{w.task}/{match}/sweep.json"] if match else [],
+        "match": [f"results/{w.exp}/tune/{w.task}/{match}/{spec(w.exp, w.task, match)}/sweep.json"] if match else [],
     }
 
 

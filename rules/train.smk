@@ -3,8 +3,7 @@
 # Paths carry {spec}, the hash of the config a run depends on (common.smk `spec`), and the experiment
 # file is a param, not an input: editing one task's block gives that task's runs a new place and
 # leaves every finished run (and every other task) untouched (docs/DESIGN.md "Results tree").
-# (The tuning tree, rules/tune.smk, has no {spec} level yet: a tuned label's selected.json follows
-# the experiment file's mtime.)
+# A tuned label's runs depend on its selected.json at the same {spec} (rules/tune.smk).
 
 
 rule derive_hp:

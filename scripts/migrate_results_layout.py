@@ -7,7 +7,10 @@ and `derived/<task>/<label>/hp.json` -> `derived/<task>/<label>/<spec>/hp.json`,
 current config's (`optirep.config.spec_hash`). A run directory moves only when its config.json is the
 run the current experiment file resolves to (same `config_hash`, with the hp it recorded); anything
 else stays where it is and is listed. Renames keep mtimes, so Snakemake sees the moved runs as up to date.
-The tuning tree (`tune/`) has no `<spec>` level yet and is left as it is.
+A tuned label's tuning tree `tune/<task>/<label>/{lr,random,bracket,sweep.json,selected.json}` moves into
+`tune/<task>/<label>/<spec>/` only when every run dir in it (`lr/k<k>/seed<s>`, `random/trial<j>/seed<s>`) is
+the current config's, checked the same way; a tuned label's final runs move only when its tuning tree is in
+place (else Snakemake would retune it and rerun, deleting, the moved runs).
 Nothing is deleted or overwritten: a target that already exists is left alone and reported.
 """
 
@@ -36,6 +39,10 @@ def _matches(cfg: dict, task: str, label: str, run_dir: Path) -> str | None:
     return None
 
 
+#: the entries of a tuning tree written before the spec level (rules/tune.smk)
+TUNE_ENTRIES = ("lr", "random", "bracket", "sweep.json", "selected.json")
+
+
 def migrate(exp_file: Path, results: Path, dry_run: bool = False) -> tuple[list[str], list[str]]:
     cfg = config.load_experiment(exp_file)
     moved, kept = [], []
@@ -49,9 +56,30 @@ def migrate(exp_file: Path, results: Path, dry_run: bool = False) -> tuple[list[
             dst.parent.mkdir(parents=True, exist_ok=True)
             os.replace(src, dst)
 
+    def migrate_tune(task: str, label: str, spec: str) -> bool:
+        """Move a legacy tuning tree into its <spec>; True when the label's tuning tree is (or would be) in place."""
+        base = results / "tune" / task / label
+        if (base / spec).is_dir():
+            return True
+        entries = [p for p in sorted(base.iterdir()) if p.name in TUNE_ENTRIES] if base.is_dir() else []
+        if not entries:
+            return False
+        why = [f"{d}: {w}" for d in sorted(base.glob("lr/k*/seed*")) + sorted(base.glob("random/trial*/seed*"))
+               if (w := _matches(cfg, task, label, d))]
+        if why or not (base / "selected.json").is_file():
+            kept.append(f"{base}: " + ("; ".join(why) if why else "no selected.json (an unfinished tuning tree)"))
+            return False
+        for e in entries:
+            move(e, base / spec / e.name)
+        return True
+
     for task, t in cfg["tasks"].items():
         for label in t["optimizers"]:
             spec = config.spec_hash(cfg, task, label)
+            if cfg["optimizers"][label].get("tune") and not migrate_tune(task, label, spec):
+                if (results / "runs" / task / label).is_dir():
+                    kept.append(f"{results / 'runs' / task / label}: its tuning tree was not migrated")
+                continue
             for kind, prefix in (("runs", "seed"),):
                 base = results / kind / task / label
                 if not base.is_dir():

@@ -479,8 +479,13 @@ def test_runs_deleted_after_aggregation_are_rerun_by_the_workflow(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     assert "Nothing to be done" not in res.stdout + res.stderr
     counts = job_counts(res.stdout)
-    assert counts["train"] == len(config.grid(cfg)) and counts["aggregate"] == len(cfg["tasks"])
+    assert runs_planned(counts, cfg) == len(config.grid(cfg)) and counts["aggregate"] == len(cfg["tasks"])
     assert counts["claims"] == 1
+
+
+def runs_planned(counts: dict, cfg: dict) -> int:
+    """Final runs a dry run plans: one per `train` job, every seed per `train_seeds_<exp>` job (rules/batch.smk)."""
+    return counts.get("train", 0) + counts.get(f"train_seeds_{cfg['name']}", 0) * len(cfg["seeds"])
 
 
 @pytest.mark.parametrize("hp,words", [
@@ -523,7 +528,8 @@ def _all_outputs_present(repo: Path, workflow: str) -> list[Path]:
     t0 = 1_700_000_000
     for p in outs:
         p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text("{}")
+        # a bracketing round is read by the DAG (a checkpoint): a finished sweep stopped at round 0
+        p.write_text('{"status": "done"}' if p.parent.name == "bracket" else "{}")
         os.utime(p, (t0 + 10, t0 + 10))
     for p in (repo / "experiments").iterdir():
         os.utime(p, (t0, t0))
@@ -532,7 +538,8 @@ def _all_outputs_present(repo: Path, workflow: str) -> list[Path]:
 
 @pytest.mark.slow  # Snakemake builds the DAG (15-40 s on 2 cores)
 def test_editing_one_task_reruns_only_that_task_into_a_new_place(tmp_path):
-    """Before: editing one task's steps rescheduled every job and deleted every finished metrics.json."""
+    """Before: editing one task's steps rescheduled every job (every tuned label's tuning too) and deleted every
+    finished metrics.json. Now: only that task's tuning and runs, at its new spec; nothing is deleted."""
     from test_workflow import ENV, _copy_checkout, job_counts
 
     repo = tmp_path / "repo"
@@ -541,26 +548,78 @@ def test_editing_one_task_reruns_only_that_task_into_a_new_place(tmp_path):
     outs = _all_outputs_present(repo, "experiments/workflow-smoke.yaml")
     exp = repo / "experiments" / "smoke.yaml"
     cfg = config.load_experiment(exp)
-    text = exp.read_text()
-    assert "    steps: 12\n" in text  # digits32_resnet18
-    exp.write_text(text.replace("    steps: 12\n", "    steps: 14\n"))
-    res = subprocess.run(["snakemake", "-n", "--configfile", "experiments/workflow-smoke.yaml", "--config", "latex=False"],
-                         cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-3000:]
-    counts = job_counts(res.stdout)
-    task = cfg["tasks"]["digits32_resnet18"]
-    # Known limit (docs/DESIGN.md): the tuning tree has no <spec> level yet, so tuned labels of the other
-    # tasks are retuned and retrained (in their unchanged <spec>); no untuned label of another task is touched.
-    tuned_elsewhere = [(t, lb) for t, tk in cfg["tasks"].items() if t != "digits32_resnet18"
-                       for lb in tk["optimizers"] if cfg["optimizers"][lb].get("tune")]
-    assert counts["train"] == (len(task["optimizers"]) + len(tuned_elsewhere)) * len(cfg["seeds"])
-    new = config.load_experiment(exp)
-    planned = re.findall(r"output: results/smoke/runs/(\w+)/(\w+)/(cfg-[0-9a-f]+)/seed\d+/metrics\.json", res.stdout)
-    wrong = [(t, lb, s) for t, lb, s in set(planned)
-             if not (t == "digits32_resnet18" and s == config.spec_hash(new, t, lb) != config.spec_hash(cfg, t, lb))
-             and not ((t, lb) in tuned_elsewhere and s == config.spec_hash(cfg, t, lb))]
-    assert planned and not wrong, wrong
+    original = exp.read_text()
+    tuning_rules = ("tune_lr", "bracket", "sweep", "tune_random", "select")
+
+    def dry_run_after(old: str, new: str) -> tuple[dict, set, dict]:
+        """Job counts, the changed (task, label) pairs and the planned (kind, task, label, spec) after one edit."""
+        assert original.count(old) == 1, old
+        exp.write_text(original.replace(old, new))
+        edited = config.load_experiment(exp)
+        res = subprocess.run(["snakemake", "-n", "--configfile", "experiments/workflow-smoke.yaml", "--config",
+                              "latex=False"], cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+        changed = {(t, lb) for t, tk in cfg["tasks"].items() for lb in tk["optimizers"]
+                   if config.spec_hash(edited, t, lb) != config.spec_hash(cfg, t, lb)}
+        planned = set(re.findall(r"output: results/smoke/(runs|derived|tune)/(\w+)/(\w+)/([^/\s]+)/", res.stdout))
+        # every planned job of the runs, derived hp and tuning trees is of a changed label, at its new spec
+        wrong = [p for p in planned if not ((p[1], p[2]) in changed and p[3] == config.spec_hash(edited, p[1], p[2]))]
+        assert planned and not wrong, wrong
+        counts = job_counts(res.stdout)
+        assert runs_planned(counts, cfg) == len(changed) * len(cfg["seeds"]), (counts, changed)
+        tuned = {(t, lb) for t, lb in changed if cfg["optimizers"][lb].get("tune")}
+        assert all(counts.get(r, 0) == len(tuned) for r in ("bracket", "sweep", "select")), (counts, tuned)
+        assert all(p.exists() for p in outs), "a dry run after the edit deletes nothing"
+        return counts, changed, planned
+
+    # One untuned task's steps: only its runs (no tuning anywhere).
+    counts, changed, _ = dry_run_after("    steps: 12\n", "    steps: 14\n")
+    assert changed == {("digits32_resnet18", lb) for lb in cfg["tasks"]["digits32_resnet18"]["optimizers"]}
+    assert not any(counts.get(r) for r in tuning_rules)
+    # One task with tuned labels: its runs and its labels' tuning, nothing of another task.
+    counts, changed, planned = dry_run_after("    steps: 30\n", "    steps: 32\n")
+    assert changed == {("mnist1d_all", lb) for lb in cfg["tasks"]["mnist1d_all"]["optimizers"]}
+    assert counts["select"] == 2 and {p[2] for p in planned if p[0] == "tune"} == {"adamw_tuned", "biostatis_v6_tuned"}
+    # One tuned label's hyperparameters: that label and the label whose sweep is matched to it.
+    counts, changed, _ = dry_run_after("search_space: {lr: {min: 1.0e-4, max: 1.0e-1, scaling: log}}\n  adam:",
+                                       "search_space: {lr: {min: 1.0e-4, max: 1.0e-1, scaling: log}}\n"
+                                       "    hp: {weight_decay: 1.0e-2}\n  adam:")
+    assert changed == {("mnist1d_all", "adamw_tuned"), ("mnist1d_all", "biostatis_v6_tuned")}
+    # (aggregates, claims and the paper read the experiment file and are rewritten; they hold no training)
     assert all(p.exists() for p in outs), "a dry run after the edit deletes nothing"
+
+
+def test_a_tuning_tree_written_before_the_spec_level_is_migrated_only_when_it_matches(tmp_path):
+    """Legacy tune/<task>/<label>/{lr,bracket,sweep.json,selected.json}: moved into <spec> when its runs are the
+    current config's; one of another config stays, and then the tuned label's final runs stay too."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import migrate_results_layout
+
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["tasks"][TASK].update(steps=4, eval_every=2, features=0)
+    exp = write_experiment(tmp_path, cfg)
+    res = tmp_path / "results" / "unit"
+    spec = config.spec_hash(config.load_experiment(exp), TASK, "sgd")
+    for name, extra in (("same", []), ("other", ["task.steps=6"])):
+        legacy = res / name / "tune" / TASK / "sgd"
+        assert cli.main(["tune-trial", "--experiment", str(exp), "--task", TASK, "--optimizer", "sgd", "--lr-point",
+                         "0", "--out", str(legacy / "lr" / "k0"), "--quiet"]) == 0
+        if extra:  # a run of another config in the tree (as an older experiment file would have made)
+            run_dir = legacy / "lr" / "k0" / "seed100"
+            old = json.loads((run_dir / "config.json").read_text())
+            old["config_hash"] = "0" * 16
+            (run_dir / "config.json").write_text(json.dumps(old))
+        (legacy / "sweep.json").write_text("{}")
+        (legacy / "selected.json").write_text("{}")
+        (res / name / "runs" / TASK / "sgd" / "seed0").mkdir(parents=True)
+        moved, kept = migrate_results_layout.migrate(exp, res / name)
+        if not extra:
+            assert (legacy / spec / "lr" / "k0" / "trial.json").is_file() and (legacy / spec / "selected.json").is_file()
+            assert not (legacy / "lr").exists() and len(moved) == 3, moved
+        else:
+            assert not moved and (legacy / "lr" / "k0" / "trial.json").is_file() and not (legacy / spec).exists()
+            assert any("seed100: another config" in k for k in kept), kept
+            assert any("its tuning tree was not migrated" in k for k in kept), kept
 
 
 def test_a_tree_written_before_the_spec_level_is_read_and_migrated(tmp_path):

@@ -155,7 +155,9 @@ def test_tuning_protocol_through_the_cli(tmp_path, capsys):
     cfg = json.loads(json.dumps(EXPERIMENT))
     cfg["tasks"]["mnist1d_mlp"].update(steps=8, eval_every=4, features=0)  # 2 seeds x 8+ configurations: keep it short
     exp = write_experiment(tmp_path, cfg)
-    tdir = tmp_path / "results" / "unit" / "tune" / "mnist1d_mlp" / "sgd"
+    loaded = config.load_experiment(exp)
+    spec = config.spec_hash(loaded, "mnist1d_mlp", "sgd")  # the tuning tree's config level (rules/tune.smk)
+    tdir = tmp_path / "results" / "unit" / "tune" / "mnist1d_mlp" / "sgd" / spec
     base = ["--experiment", str(exp), "--task", "mnist1d_mlp", "--optimizer", "sgd"]
 
     def point(k):
@@ -189,7 +191,14 @@ def test_tuning_protocol_through_the_cli(tmp_path, capsys):
     assert chosen["value"] == max(p["final_val"] for p in pool)  # accuracy: the best mean over tuning seeds
     assert chosen["runs"] == 2 * len(pool) <= chosen["budget"] and chosen["effective_lr"] == chosen["lr"]
 
-    tuning = collect_tuning(tmp_path / "results" / "unit", "mnist1d_mlp", "sgd")
+    tuning = collect_tuning(tmp_path / "results" / "unit", "mnist1d_mlp", "sgd", loaded)
+    assert tuning["selected"] == {k: v for k, v in chosen.items() if k != "trials"}
+    # A tree of another config (another spec) is not read; one written before the spec level still is.
+    tdir.rename(tdir.parent / "cfg-0000000000")
+    assert collect_tuning(tmp_path / "results" / "unit", "mnist1d_mlp", "sgd", loaded) is None
+    for entry in (tdir.parent / "cfg-0000000000").iterdir():
+        entry.rename(tdir.parent / entry.name)
+    assert collect_tuning(tmp_path / "results" / "unit", "mnist1d_mlp", "sgd", loaded) == tuning
     view = tuning_view(tuning)
     assert view["selected_trial"] == chosen["trial"] and len(view["trials"]) == len(pool)
     agg = {"experiment": "unit", "task": "mnist1d_mlp", "scale": "unit", "metric": "accuracy", "labels": ["sgd"],

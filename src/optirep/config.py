@@ -307,8 +307,11 @@ def run_spec(cfg: dict, task: str, label: str) -> dict:
     """Everything of an experiment file that the runs of (task, label) depend on (docs/DESIGN.md "Results tree").
 
     The experiment's name, scale, device and threads, the whole task block, the label's optimizer
-    block (without its description), the tuning block for a tuned label, and the source label's
-    spec for an effective-LR control (`lr_from`). Seeds are not part of it (they are path levels).
+    block (without its description), the tuning block for a tuned label (tuning seeds included), the
+    matched label's spec for a tuned label with `gain.match` (its sweep extends to cover that label's), and
+    the source label's spec for an effective-LR control (`lr_from`). Final seeds are not part of it (they
+    are path levels). The tuning tree of a tuned label (`tune/<task>/<label>/<spec>`) uses the same spec:
+    its selection is exactly what the label's final runs depend on beyond their own config.
     """
     t, o = cfg["tasks"][task], cfg["optimizers"][label]
     spec = {"experiment": cfg["name"], "scale": cfg["scale"], "device": cfg.get("device", "auto"),
@@ -317,6 +320,9 @@ def run_spec(cfg: dict, task: str, label: str) -> dict:
     if o.get("tune"):
         # the whole tuning block, with load_experiment's defaults (so raw and loaded files hash alike)
         spec["tuning"] = {"select_on": "final_val", "sampler_seed": 0, **(cfg.get("tuning") or {})}
+        match = (o.get("gain") or {}).get("match")
+        if match and match in cfg["optimizers"] and match != label:
+            spec["match_spec"] = spec_hash(cfg, task, match)
     if o.get("lr_from"):
         spec["lr_from_spec"] = spec_hash(cfg, task, o["lr_from"]["label"])
     return spec
@@ -331,16 +337,24 @@ def spec_hash(cfg: dict, task: str, label: str) -> str:
 def label_dir(results: str | Path, kind: str, cfg: dict, task: str, label: str, legacy: bool = True) -> Path:
     """`<results>/<kind>/<task>/<label>/<spec>` (kind: runs, tune, derived) for the current config.
 
-    legacy: when that folder does not exist but `<results>/<kind>/<task>/<label>` holds runs written
-    before the spec level existed (`seed*` or `trial*` folders directly), return that one, so result
-    trees of earlier versions stay readable.
+    legacy: when that folder does not exist but `<results>/<kind>/<task>/<label>` holds results written
+    before the spec level existed (`seed*` or `trial*` folders, or a tuning tree's `lr/`, `random/`,
+    `bracket/`, `sweep.json`, `selected.json` directly), return that one, so result trees of earlier
+    versions stay readable.
     """
     base = Path(results) / kind / task / label
     current = base / spec_hash(cfg, task, label)
-    if legacy and not current.exists() and base.is_dir() and any(
-            p.is_dir() and (p.name.startswith("seed") or p.name.startswith("trial")) for p in base.iterdir()):
+    if legacy and not current.exists() and base.is_dir() and any(map(_legacy_entry, base.iterdir())):
         return base
     return current
+
+
+_LEGACY_TUNE_ENTRIES = {"lr", "random", "bracket", "sweep.json", "selected.json"}
+
+
+def _legacy_entry(p: Path) -> bool:
+    """An entry of `<kind>/<task>/<label>` written before the spec level existed."""
+    return p.name in _LEGACY_TUNE_ENTRIES or (p.is_dir() and p.name.startswith(("seed", "trial")))
 
 
 def grid(cfg: dict) -> list[tuple[str, str, int]]:

@@ -3,8 +3,8 @@
     optirep aggregate --experiment experiments/X.yaml --results results/X --task T \
         --out results/X/aggregate/T.json
 
-Reads `runs/<T>/<label>/seed<s>/metrics.json` (plus `metrics.jsonl` curves and, when present,
-`analysis/<T>/<label>/seed<s>.json` and `tune/<T>/<label>/`), and writes per label: summaries of
+Reads `runs/<T>/<label>/<spec>/seed<s>/metrics.json` (plus `metrics.jsonl` curves and, when present,
+`analysis/<T>/<label>/seed<s>.json` and `tune/<T>/<label>/<spec>/`), and writes per label: summaries of
 every scalar metric, the diverged runs, time-to-target, the learning curves and the tuning trials;
 then every non-baseline label against the baseline (Welch, Hedges' g, Holm across the task) and the
 baseline sanity gate. Everything downstream (tables, figures, claims, README) only reads this file.
@@ -239,8 +239,12 @@ def label_dir_of(results: Path, kind: str, cfg: dict | None, task: str, label: s
     return label_dir(results, kind, cfg, task, label) if cfg is not None else Path(results) / kind / task / label
 
 
-def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
+def collect_tuning(results: Path, task: str, label: str, cfg: dict | None = None) -> dict[str, Any] | None:
     """The tuning record of one label, or None if it was not tuned.
+
+    The tree read is `tune/<task>/<label>/<spec>` of the current config when `cfg` is given, else (or when
+    that does not exist and the label's folder holds a tree written before the spec level existed)
+    `tune/<task>/<label>` (`config.label_dir`).
 
     Current protocol (optirep.tuning): `trials` = every configuration (LR-sweep points `lr/k<k>` and random
     trials `random/trial<j>`) with its per-tuning-seed and mean validation metrics, lr, gain and effective lr;
@@ -248,7 +252,7 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
     selected.json without its trial list. Trees of the old protocol (`trial<k>/` single-seed runs) are read
     as before, with `selected.trial` set from its `trial_dir` so that readers need no second code path.
     """
-    tdir = results / "tune" / task / label  # the tuning tree has no <spec> level yet (rules/tune.smk)
+    tdir = label_dir_of(Path(results), "tune", cfg, task, label)
     if not tdir.exists():
         return None
     selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
@@ -363,7 +367,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
             "values": values,
             "stats": {k: summarize(v) for k, v in values.items()},
             "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
-            "tuning": collect_tuning(results, task, label),
+            "tuning": collect_tuning(results, task, label, cfg),
             "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
             # each run's commit and code path (claims flag a comparison whose runs ran different code)
             "provenance": [{"seed": r["seed"], "git_sha": r["meta"].get("git_sha"),
