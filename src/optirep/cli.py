@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
     from optirep import config, tuning
-    from optirep.train import atomic_write_json, train  # noqa: F401
+    from optirep.train import Preempted, atomic_write_json, checkpoint_on_sigterm, train  # noqa: F401
 
     p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
     p.add_argument("--experiment", required=True, help="experiments/X.yaml")
@@ -55,7 +56,12 @@ def _train(argv: list[str]) -> int:
     elif a.hp_json is not None:
         hp = json.loads(a.hp_json.read_text())["hp"]
     run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
-    rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
+    checkpoint_on_sigterm()
+    try:
+        rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
+    except Preempted as exc:
+        print(exc, file=sys.stderr)
+        return 128 + signal.SIGTERM  # the shell's status for "ended by SIGTERM": the job is not finished
     if rec is None:
         print(f"{a.out}: stopped after {a.stop_after} steps (checkpointed); rerun to continue")
         return 0
