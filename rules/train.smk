@@ -20,7 +20,8 @@ rule train_trial:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        # exec: SIGTERM from Slurm reaches `optirep train` (which checkpoints), not a shell that dies first
+        "exec optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {params.seed} --trial {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
 
 
@@ -82,5 +83,5 @@ rule train:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        "exec optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"

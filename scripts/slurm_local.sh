@@ -5,6 +5,8 @@
 #   fetch tiny-shakespeare + GPT-2 BPE from the offline mirror (submit host, localrules)
 #   -> 4 training jobs (Slurm) -> 4 analyses (one grouped Slurm job) -> aggregate (Slurm)
 #   -> one LaTeX table (submit host).
+# Then a longer training job gets SIGTERM from Slurm after its first checkpoint (as the profile's
+# --signal=TERM@120 sends before the time limit): Snakemake's retry resumes it from that checkpoint.
 # The jobs run the checkout's venv without it being activated (PATH holds no venv).
 #
 #   make slurm-test                     # or: bash scripts/slurm_local.sh
@@ -39,7 +41,16 @@ W=$(mktemp -d /tmp/optirep-slurm.XXXXXX)
 chmod 700 "$W"
 PIDS=()
 stop_daemons() {
-  local rc=$? pid i
+  local rc=$? pid i jobpids=""
+  set +e  # every step of the clean-up runs, whatever fails
+  if [ ${#PIDS[@]} -ge 3 ]; then
+    # Jobs first: slurmd would leave their slurmstepd and processes running. Cancel, wait, then
+    # end by PID whatever this node's slurmd still lists (scontrol listpids).
+    jobpids=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}')
+    scancel --full $(squeue -h -o %i 2>/dev/null) 2>/dev/null || true
+    for _ in $(seq 60); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+    for pid in $jobpids; do kill -KILL "$pid" 2>/dev/null || true; done
+  fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do  # slurmd, slurmctld, munged: reverse start order
     pid=${PIDS[$i]}
     kill -TERM "$pid" 2>/dev/null || continue
@@ -137,15 +148,37 @@ chmod +x "$W/bin/srun"
 
 # ---- the DAG: no venv on PATH; snakemake is called by its path, as from a job script
 cd "$W/repo"
+smk() {  # smk LOG TARGET
+  env -i HOME="$HOME" PATH="$W/bin:/usr/bin:/bin" SLURM_CONF="$SLURM_CONF" PYTHONPATH="$W/repo/src" \
+    HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 \
+    timeout -k 30 "${TIMEOUT:-1200}" "$VENV/bin/snakemake" --profile profiles/site \
+    --configfile scripts/slurm_local/workflow.yaml --config mirror="$MIRROR" -- "$2" > "$1" 2>&1
+}
 START=$(date +%s)
 set +e
-env -i HOME="$HOME" PATH="$W/bin:/usr/bin:/bin" SLURM_CONF="$SLURM_CONF" PYTHONPATH="$W/repo/src" \
-  HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0 \
-  timeout -k 30 "${TIMEOUT:-1200}" "$VENV/bin/snakemake" --profile profiles/site --configfile scripts/slurm_local/workflow.yaml \
-  --config mirror="$MIRROR" -- "$TARGET" > "$W/log/snakemake.log" 2>&1
+smk "$W/log/snakemake.log" "$TARGET"
 RC=$?
 set -e
 echo "slurm_local: snakemake rc=$RC after $(( $(date +%s) - START )) s (log: $W/log/snakemake.log)"
+
+# ---- time limit: SIGTERM to the steps of a running training job after its first checkpoint, what
+# the profile's --signal=TERM@120 makes Slurm send 2 minutes before the limit; the job must
+# checkpoint and leave, and Snakemake's retry must resume from that checkpoint
+RUN=results/slurm_preempt/runs/gpt1/adamw/seed0
+START=$(date +%s)
+smk "$W/log/preempt.log" "$RUN/metrics.json" &
+SMK=$!
+for _ in $(seq 600); do [ -f "$RUN/ckpt.pt" ] && break; kill -0 $SMK 2>/dev/null || break; sleep 0.5; done
+JOB=$(squeue -h -t RUNNING -o %i | head -1)
+[ -n "$JOB" ] && scancel --signal=TERM "$JOB"  # the job steps, not the batch script (as --signal)
+TLOG=results/slurm_preempt/logs/runs/gpt1/adamw/seed0.log
+for _ in $(seq 120); do grep -q "SIGTERM at step" "$TLOG" 2>/dev/null && break; sleep 0.5; done
+cp "$TLOG" "$W/log/preempted-attempt.log" 2>/dev/null || true  # the retry rewrites the rule's log
+set +e
+wait $SMK
+PRC=$?
+set -e
+echo "slurm_local: preempted job $JOB; snakemake rc=$PRC after $(( $(date +%s) - START )) s (log: $W/log/preempt.log)"
 
 # ---- what must have happened
 fail=0
@@ -157,12 +190,24 @@ check "fetch ran on the submit host (2 localrule jobs)" '[ "$(grep -c "^localrul
 check "table_main ran on the submit host" 'grep -q "^localrule table_main:" "$LOG"'
 check "6 Slurm jobs: 4 training, 1 group of 4 analyses, 1 aggregate" \
   '[ "$(grep -c "has been submitted with SLURM jobid" "$LOG")" = 6 ]'
-check "the analyses went as one group job" '[ "$(grep -c "slurm-logs/group_analyze.* has been submitted\|submitted with SLURM jobid .*slurm-logs/group_analyze" "$LOG")" = 1 ]'
+check "the analyses went as one group job" '[ "$(grep -c "submitted with SLURM jobid .*/group_analyze" "$LOG")" = 1 ]'
 check "training jobs asked for the site partition \"long\"" 'grep -q "slurm_partition=long" "$LOG"'
+check "training jobs asked for SIGTERM before their time limit" 'grep -q "slurm_extra=--signal=TERM@120" "$LOG"'
 check "4 run directories finished" '[ "$(ls results/slurm_local/runs/gpt1/*/seed*/metrics.json | wc -l)" = 4 ]'
 check "the fetched datasets came from the mirror" '[ -f data/tinyshakespeare/input.txt ] && [ -f data/gpt2/vocab.json ]'
+PLOG=$W/log/preempt.log
+check "preemption: snakemake exit status 0" '[ $PRC = 0 ]'
+check "preemption: the first attempt checkpointed on SIGTERM and left" \
+  'grep -q "SIGTERM at step [1-9][0-9]* of 1000; checkpointed" "$W/log/preempted-attempt.log"'
+check "preemption: Snakemake resubmitted it (retries)" 'grep -q "Trying to restart job" "$PLOG"'
+STOPPED=$(grep -o "SIGTERM at step [0-9]*" "$W/log/preempted-attempt.log" 2>/dev/null | grep -o "[0-9]*$" || true)
+check "preemption: the retry resumed from that checkpoint (step ${STOPPED:-?})" \
+  '[ -n "$STOPPED" ] && grep -q "resuming from the checkpoint at step $STOPPED\$" "$TLOG"'
+check "preemption: the run finished all 1000 steps" \
+  'grep -q "\"steps\": 1000" $RUN/metrics.json && grep -q "\"planned_steps\": 1000" $RUN/metrics.json'
 if [ $fail != 0 ] || [ $RC != 0 ]; then
   tail -40 "$LOG" >&2
+  tail -40 "$PLOG" >&2
   exit 1
 fi
 echo "slurm_local: passed"

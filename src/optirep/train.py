@@ -54,6 +54,7 @@ def checkpoint_on_sigterm() -> None:
     """Make SIGTERM set `SIGTERM_RECEIVED` instead of ending the process. Main thread only."""
     signal.signal(signal.SIGTERM, lambda signum, frame: SIGTERM_RECEIVED.set())
 
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
@@ -416,6 +417,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
         if device.type == "cuda" and ck.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ck["rng_cuda"])
         state = ck["state"]
+        print(f"{out}: resuming from the checkpoint at step {state['step']}", file=sys.stderr)
     # metrics.jsonl is rewritten from the checkpointed history, so a resumed run's log has no duplicate rows.
     with open(out / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(r, default=_json_default) + "\n" for r in state["history"])
@@ -452,7 +454,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
             if bar is not None:
                 bar.close()
             if SIGTERM_RECEIVED.is_set():
-                raise Preempted(f"{out}: SIGTERM at step {step} of {steps}; checkpointed, rerun the same command to resume")
+                raise Preempted(f"{out}: SIGTERM at step {step} of {steps}; checkpointed, rerun to resume")
             return None
         if step % spe == 0 and hasattr(opt, "set_epoch"):
             opt.set_epoch(step // spe + 1)  # 1-based, as the seeds' epoch loops count
