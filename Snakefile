@@ -21,6 +21,7 @@ validate(config, "experiments/workflow.schema.yaml")
 
 include: "rules/common.smk"
 include: "rules/data.smk"
+include: "rules/tune.smk"
 include: "rules/train.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
@@ -31,6 +32,8 @@ include: "rules/report.smk"
 localrules:
     all,
     fetch,
+    bracket,
+    sweep,
     select,
     derive_hp,
     claims,

@@ -17,7 +17,7 @@ import sys
 
 from optirep.analysis.stats import CONFIDENCE
 from optirep.report._io import read_json, write_text
-from optirep.report.aggregate import read_aggregates
+from optirep.report.aggregate import read_aggregates, tuning_budget
 from optirep.report.claims import VERDICTS
 from optirep.report.latex import DISPLAY, Macros, display_for, escape, fmt, macro_name, numbers_tex
 
@@ -34,7 +34,7 @@ def build(results_dirs, claims) -> Macros:
     aggs_by_exp = {r: read_aggregates(r) for r in results_dirs}
     all_aggs = [a for aggs in aggs_by_exp.values() for a in aggs]
     seeds = [len(a["seeds"]) for a in all_aggs]
-    trials = [(a.get("tuning") or {}).get("trials", 0) for a in all_aggs]
+    trials = [tuning_budget(a) for a in all_aggs]  # tuning runs per tuned optimizer
     m.add("StudyExperiments", str(len(aggs_by_exp)))
     m.add("StudyTasks", str(len(all_aggs)))
     m.add("StudySeedsMin", str(min(seeds)) if seeds else "--")
@@ -59,7 +59,7 @@ def build(results_dirs, claims) -> Macros:
         exp = aggs[0]["experiment"]
         m.add(("R", exp, "Scale"), escape(aggs[0]["scale"]))
         m.add(("R", exp, "Seeds"), str(len(aggs[0]["seeds"])))
-        m.add(("R", exp, "Trials"), str((aggs[0].get("tuning") or {}).get("trials", 0)))
+        m.add(("R", exp, "Trials"), str(tuning_budget(aggs[0])))
         for agg in aggs:
             task = agg["task"]
             fac, _, dec = display_for("final_test", agg["metric"])

@@ -15,7 +15,10 @@ from optirep.report._io import write_text
 from optirep.report.aggregate import read_aggregates
 from optirep.report.latex import escape, macro_name
 
-FIGS = (("curves", "Learning curves"), ("lr_sensitivity", "Learning-rate sensitivity of the tuning trials"),
+FIGS = (("curves", "Learning curves"),
+        ("lr_sensitivity", "Learning-rate sensitivity: final validation metric against the learning rate of the LR "
+                           "sweep, mean and range over the tuning seeds; star = selected configuration; a dotted "
+                           "line and ``optimum at ... bound'' mark an optimum the search did not bracket"),
         ("erank", "Spectral metrics of the final classifier weights / features"),
         ("gradcam", "Grad-CAM (layer3, true class) of the first seed of each optimizer; intensities are min-max "
                     "normalised per image, so only ROAD scores compare optimizers"))
@@ -65,8 +68,10 @@ def main(argv=None) -> int:
         exp = aggs[0]["experiment"]
         rel = lambda p: Path(os.path.relpath(p, paper)).as_posix()  # noqa: E731
         parts.append(rf"\subsection{{{escape(exp)} (\R{macro_name(exp)}Scale)}}")
+        tuned = any(info.get("tuning") for agg in aggs for info in agg["per_label"].values())
+        where = r"Tables~\ref{tab:protocol} and~\ref{tab:tuning}" if tuned else r"Table~\ref{tab:protocol}"
         parts.append(rf"Scale: \emph{{\R{macro_name(exp)}Scale}}; \R{macro_name(exp)}Seeds{{}} seeds per optimizer; "
-                     rf"\R{macro_name(exp)}Trials{{}} tuning trials per optimizer (Table~\ref{{tab:protocol}}).")
+                     rf"at most \R{macro_name(exp)}Trials{{}} tuning runs per tuned optimizer ({where}).")
         table = gen / exp / "table_main.tex"
         if table.exists():
             parts.append(rf"\input{{{rel(table)}}}")

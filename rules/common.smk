@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 from optirep import config as optirep_config
+from optirep import tuning as optirep_tuning
 from optirep.data.sources import SOURCES
 
 STUDY = config["study"]
@@ -24,7 +25,9 @@ wildcard_constraints:
     task="[a-z0-9_]+",
     label="[a-z0-9_]+",
     seed=r"\d+",
-    k=r"\d+",
+    k=r"-?\d+",
+    j=r"\d+",
+    r=r"\d+",
 
 
 def exp_file(w):
@@ -107,3 +110,46 @@ def fetched(w):
 def gradcam_tasks(exp):
     e = EXPS[exp]
     return [t for t, task in e["tasks"].items() if task["model"] == "resnet18"]
+
+
+# Tuning (rules/tune.smk): the LR sweep's points and its bracketing rounds.
+def tune_dir(w):
+    return f"results/{w.exp}/tune/{w.task}/{w.label}"
+
+
+def initial_points(w):
+    o, t = opt_cfg(w), EXPS[w.exp]["tuning"]
+    return list(range(len(optirep_tuning.lr_grid(o, t["lr_sweep"]["per_decade"]))))
+
+
+def round_record(w, r):
+    """Round r's record (Snakemake schedules the round first when it does not exist yet)."""
+    f = checkpoints.bracket.get(exp=w.exp, task=w.task, label=w.label, r=r).output[0]
+    return f, json.loads(Path(f).read_text())
+
+
+def bracket_inputs(w):
+    r = int(w.r)
+    if r == 0:
+        ks, prev = initial_points(w), []
+    else:
+        f, rec = round_record(w, r - 1)
+        if rec["status"] != "extend":
+            raise ValueError(f"{f}: the sweep stopped there ({rec['status']}); round {r} is not needed")
+        ks, prev = [p["k"] for p in rec["points"]] + rec["next"], [f]
+    match = (opt_cfg(w).get("gain") or {}).get("match")
+    return {
+        "exp": exp_file(w),
+        "previous": prev,
+        "points": [f"{tune_dir(w)}/lr/k{k}/trial.json" for k in sorted(ks)],
+        "match": [f"results/{w.exp}/tune/{w.task}/{match}/sweep.json"] if match else [],
+    }
+
+
+def final_round(w):
+    r = 0
+    while True:
+        f, rec = round_record(w, r)
+        if rec["status"] != "extend":
+            return f
+        r += 1

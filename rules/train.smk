@@ -1,49 +1,5 @@
-# Training: tuning trials -> selection on val -> final runs (task x optimizer x seed).
+# Training: final runs (task x optimizer x seed); tuning lives in rules/tune.smk.
 # Every job is one `optirep train` call; its run dir resumes from its checkpoint if interrupted.
-
-
-rule train_trial:
-    input:
-        exp=exp_file,
-        data=fetched,
-    output:
-        "results/{exp}/tune/{task}/{label}/trial{k}/metrics.json",
-    log:
-        "results/{exp}/logs/tune/{task}/{label}/trial{k}.log",
-    params:
-        seed=lambda w: EXPS[w.exp]["tuning"]["seed"],
-        out=lambda w, output: os.path.dirname(output[0]),
-        data=DATA_ARGS,
-    conda:
-        "../envs/optirep.yaml"
-    threads: 1
-    resources:
-        gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
-    shell:
-        # exec: SIGTERM from Slurm reaches `optirep train` (which checkpoints), not a shell that dies first
-        "exec optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --seed {params.seed} --trial {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
-
-
-rule select:
-    input:
-        exp=exp_file,
-        trials=lambda w: [
-            f"results/{w.exp}/tune/{w.task}/{w.label}/trial{k}/metrics.json"
-            for k in range(EXPS[w.exp]["tuning"]["trials"])
-        ],
-    output:
-        "results/{exp}/tune/{task}/{label}/selected.json",
-    log:
-        "results/{exp}/logs/select/{task}/{label}.log",
-    params:
-        dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.trials),
-    conda:
-        "../envs/optirep.yaml"
-    threads: 1
-    shell:
-        "optirep select --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
-        " --trials {params.dirs} --out {output} > {log} 2>&1"
 
 
 rule derive_hp:
@@ -83,5 +39,6 @@ rule train:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
+        # exec: SIGTERM from Slurm reaches `optirep train` (which checkpoints), not a shell that dies first
         "exec optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"

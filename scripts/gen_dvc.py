@@ -28,7 +28,7 @@ HEADER = """\
 # coarse `study_*` stages run it). Every table/figure has its own stage calling the same
 # `python analysis/<artifact>.py` as the Snakemake rule, so `dvc repro <stage>` rebuilds one artifact.
 # On a fresh clone the run trees are not in the local DVC cache: rebuild one artifact from the
-# committed aggregates with `dvc repro --single-item <stage>` (e.g. table_main@cpu_vision).
+# committed aggregates with `dvc repro --single-item <stage>` (e.g. table_main@cpu_shakespeare).
 """
 
 

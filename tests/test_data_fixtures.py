@@ -112,10 +112,18 @@ def _idx_bytes(arr: np.ndarray) -> bytes:
     return header + arr.astype(np.uint8).tobytes()
 
 
-def make_idx(mirror: Path, name: str = "mnist", n_train: int = 60, n_test: int = 20, seed: int = 2) -> dict:
-    """The four gzipped IDX files (magics 2051 images / 2049 labels) under `<mirror>/<name>/`."""
+def make_idx(mirror: Path, name: str = "mnist", n_train: int = 60, n_test: int = 20, seed: int = 2,
+             form: str = "gz", subdir: str | None = None) -> dict:
+    """The four IDX files (magics 2051 images / 2049 labels) under `<mirror>/<subdir or name>/`.
+
+    `form`: "gz" the gzipped files under their official names (their md5 stands for the published
+    one), "raw" the decompressed files under the names without `.gz`, "recompressed" gzipped again
+    with other settings (other bytes, same content: Debian's copies). Returns the arrays (keyed by
+    the official `.gz` names), `md5` (the "published" md5 of the "gz" bytes), `raw_md5` (of the
+    decompressed content), both keyed by the official names, and `paths` (the files written).
+    """
     rng = np.random.default_rng(seed)
-    out = mirror / name
+    out = mirror / (subdir or name)
     out.mkdir(parents=True, exist_ok=True)
     arrays = {
         "train-images-idx3-ubyte.gz": rng.integers(0, 256, size=(n_train, 28, 28), dtype=np.uint8),
@@ -123,12 +131,24 @@ def make_idx(mirror: Path, name: str = "mnist", n_train: int = 60, n_test: int =
         "t10k-images-idx3-ubyte.gz": rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
         "t10k-labels-idx1-ubyte.gz": (np.arange(n_test) % 10).astype(np.uint8),
     }
-    md5s = {}
+    md5s, raw_md5s, paths = {}, {}, {}
     for fname, arr in arrays.items():
-        with gzip.open(out / fname, "wb") as f:
-            f.write(_idx_bytes(arr))
-        md5s[fname] = md5(out / fname)
-    return {"arrays": arrays, "md5": md5s}
+        raw = _idx_bytes(arr)
+        published = gzip.compress(raw, compresslevel=9, mtime=0)
+        md5s[fname] = hashlib.md5(published).hexdigest()
+        raw_md5s[fname] = hashlib.md5(raw).hexdigest()
+        if form == "gz":
+            path, payload = out / fname, published
+        elif form == "raw":
+            path, payload = out / fname[:-3], raw
+        elif form == "recompressed":
+            path, payload = out / fname, gzip.compress(raw, compresslevel=1, mtime=1234567890)
+            assert payload != published
+        else:
+            raise ValueError(f"make_idx: unknown form {form!r}")
+        path.write_bytes(payload)
+        paths[fname] = path
+    return {"arrays": arrays, "md5": md5s, "raw_md5": raw_md5s, "paths": paths}
 
 
 def voc_palette() -> list[int]:

@@ -277,3 +277,53 @@ def test_histogram_entropy_of_a_list_is_that_of_the_concatenation():
     for sync_free in (False, True):
         assert float(histogram_entropy(parts, sync_free=sync_free)) == pytest.approx(
             float(histogram_entropy(whole, sync_free=sync_free)), rel=1e-12)
+
+
+# ---------------------------------------------------------------- outside optirep's trainer (issue #13)
+def _quad_steps(opt, p, n, closure=True, set_epoch_every=None):
+    target = torch.arange(4, dtype=torch.float64)
+    for i in range(n):
+        if set_epoch_every and i % set_epoch_every == 0:
+            opt.set_epoch(i // set_epoch_every + 1)
+
+        def loss_fn():
+            opt.zero_grad()
+            loss = ((p - target) ** 2).sum()
+            loss.backward()
+            return loss
+        if closure:
+            opt.step(loss_fn)
+        else:
+            loss_fn()
+            opt.step()
+
+
+def test_controller_without_a_closure_warns_once():
+    p = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = optim.build("enhanced_sgd", [p], seed=0)
+    with pytest.warns(RuntimeWarning, match=r"EnhancedSGD: controller=True but step\(\) got no closure") as rec:
+        _quad_steps(opt, p, 5, closure=False)
+    assert len(rec) == 1
+    ctl = opt.state["controller"]
+    assert ctl["q_table"] == {} and ctl["epsilon"] == 0.5  # Path A: the controller never ran
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        q = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+        _quad_steps(optim.build("enhanced_sgd_noclosure", [q], seed=0), q, 3, closure=False)
+
+
+def test_steps_per_epoch_moves_the_controllers_epoch_like_set_epoch():
+    a = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    oa = optim.build("enhanced_sgd", [a], seed=0, steps_per_epoch=3)
+    ob = optim.build("enhanced_sgd", [b], seed=0)
+    _quad_steps(oa, a, 7)
+    _quad_steps(ob, b, 7, set_epoch_every=3)
+    assert oa.state["controller"]["epoch"] == ob.state["controller"]["epoch"] == 3
+    assert torch.equal(a, b) and oa.state["controller"]["q_table"] == ob.state["controller"]["q_table"]
+    c = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    oc = optim.build("enhanced_sgd", [c], seed=0)
+    with pytest.warns(RuntimeWarning, match=r"EnhancedSGD: the controller reads the epoch") as rec:
+        _quad_steps(oc, c, 4)
+    assert len(rec) == 1 and oc.state["controller"]["epoch"] == 1

@@ -55,11 +55,17 @@ def test_study_file_validates_and_every_run_resolves(path):
 def _minimal() -> dict:
     return {
         "name": "bad", "scale": "test", "seeds": [0],
-        "tuning": {"trials": 2, "seed": 0},
+        "tuning": {"seeds": [100, 101], "budget": 16, "random_trials": 1,
+                   "lr_sweep": {"per_decade": 2, "hard_min": 1e-6, "hard_max": 10.0}},
         "tasks": {"t": {"dataset": "digits8", "model": "np_mlp", "model_args": {"input_dim": 64},
                         "objective": "classification", "batch_size": 8, "steps": 2, "metric": "accuracy",
                         "optimizers": ["adamw"]}},
-        "optimizers": {"adamw": {"name": "adamw", "hp": {"lr": 1e-3}}},
+        "optimizers": {"adamw": {"name": "adamw", "hp": {"lr": 1e-3}},
+                       "adamw_tuned": {"name": "adamw", "tune": True,
+                                       "search_space": {"lr": {"min": 1e-4, "max": 1e-1, "scaling": "log"}}},
+                       "v6_tuned": {"name": "biostatis_v6", "tune": True,
+                                    "gain": {"keys": ["h_mean_mean", "e_mean_mean"], "match": "adamw_tuned"},
+                                    "search_space": {"lr": {"min": 1e-4, "max": 1e-1, "scaling": "log"}}}},
     }
 
 
@@ -70,7 +76,9 @@ def _load(tmp_path: Path, cfg: dict) -> dict:
 
 
 def test_minimal_config_is_valid(tmp_path):
-    assert _load(tmp_path, _minimal())["tuning"]["select_on"] == "final_val"
+    cfg = _minimal()
+    cfg["tasks"]["t"]["optimizers"] += ["adamw_tuned", "v6_tuned"]
+    assert _load(tmp_path, cfg)["tuning"]["select_on"] == "final_val"
 
 
 @pytest.mark.parametrize("mutate, needles", [
@@ -84,8 +92,23 @@ def test_minimal_config_is_valid(tmp_path):
      ["optimizers.adamw", "unknown hyperparameter 'learning_rate'", "allowed", "lr", "weight_decay"]),
     (lambda c: c["optimizers"]["adamw"].update(search_space={"betaz": {"min": 0.1, "max": 0.9}}, tune=True),
      ["unknown hyperparameter 'betaz'", "betas"]),
-    (lambda c: c["tasks"]["t"].update(optimizers=["adamw", "adamw_tuned"]),
-     ["tasks.t.optimizers", "unknown optimizer label 'adamw_tuned'", "allowed values: adamw"]),
+    (lambda c: c["tasks"]["t"].update(optimizers=["adamw", "adamw_tunde"]),
+     ["tasks.t.optimizers", "unknown optimizer label 'adamw_tunde'", "allowed values: adamw"]),
+    # the tuning protocol
+    (lambda c: c["tuning"].update(seeds=[100, 0]),
+     ["tuning.seeds [100, 0] overlap the final seeds [0] at [0]", "disjoint", "winner's curse"]),
+    (lambda c: c["tuning"].update(seeds=[100]), ["tuning.seeds", "too short"]),
+    (lambda c: c["tuning"].update(trials=4), ["tuning", "trials", "allowed keys", "budget", "lr_sweep"]),
+    (lambda c: c["tuning"]["lr_sweep"].update(per_decade=1), ["tuning.lr_sweep.per_decade", "minimum of 2"]),
+    (lambda c: c["optimizers"]["adamw_tuned"]["search_space"]["lr"].update(max=1e-2),
+     ["optimizers.adamw_tuned.search_space.lr", "5-point grid", "at least 7 points",
+      "different sizes"]),
+    (lambda c: c["tuning"].update(budget=15), ["tuning.budget 15", "(7 grid points + 1 random trials) x 2 seeds = 16"]),
+    (lambda c: c["tuning"]["lr_sweep"].update(hard_min=1e-3),
+     ["optimizers.adamw_tuned.search_space.lr", "leaves the hard bounds"]),
+    (lambda c: c["optimizers"]["v6_tuned"]["gain"].update(match="adamw"),
+     ["optimizers.v6_tuned.gain.match", "'adamw' is not a tuned label", "allowed values: adamw_tuned"]),
+    (lambda c: c.pop("tuning"), ["tune: true needs a top-level `tuning:` block"]),
     (lambda c: c["tasks"]["t"].update(gate={"optimizer": "sgd", "min": 0.5}),
      ["tasks.t.gate.optimizer", "'sgd'", "adamw"]),
     (lambda c: c["optimizers"]["adamw"].update(tune=True), ["optimizers.adamw", "search_space"]),
@@ -109,24 +132,44 @@ def _tuned(cfg: dict, task: dict) -> list[str]:
 @pytest.mark.parametrize("path", STUDY_FILES, ids=_ids(STUDY_FILES))
 def test_every_tuned_label_of_a_task_gets_the_same_budget(path, loaded):
     cfg = loaded[path.stem]
-    n = cfg["tuning"]["trials"]
     for tname, task in cfg["tasks"].items():
         tuned = _tuned(cfg, task)
         if not tuned:
             continue
-        assert n >= 1, f"{path.name}: task {tname} tunes {tuned} but tuning.trials is {n}"
+        t = cfg["tuning"]
+        assert not set(t["seeds"]) & set(cfg["seeds"]), f"{path.name}: tuning seeds overlap the final seeds"
+        grids = {lab: tuning.lr_grid(cfg["optimizers"][lab], t["lr_sweep"]["per_decade"]) for lab in tuned}
+        assert len({len(g) for g in grids.values()}) == 1 and len(grids[tuned[0]]) >= 7, grids
         dims = {lab: sorted(cfg["optimizers"][lab]["search_space"]) for lab in tuned}
         assert len({len(d) for d in dims.values()}) == 1, f"{path.name}: {tname}: search spaces differ in size: {dims}"
+        assert tuning.max_points(t) >= len(grids[tuned[0]]), "the budget covers the initial sweep"
         for lab in tuned:
-            space = cfg["optimizers"][lab]["search_space"]
-            trials = tuning.sample_trials(space, n, cfg["tuning"]["seed"])
-            assert len(trials) == n
-            for hp in trials:  # every trial inside its box, as the selection assumes
+            o = cfg["optimizers"][lab]
+            space = o["search_space"]
+            best = grids[lab][len(grids[lab]) // 2]
+            trials = tuning.random_trials(cfg, lab, best)
+            assert len(trials) == t["random_trials"]
+            step = 10 ** (1 / t["lr_sweep"]["per_decade"])
+            for hp in trials:  # random trials: lr within one grid step of the best, the rest inside its box
+                assert best / step * (1 - 1e-9) <= hp["lr"] <= best * step * (1 + 1e-9)
                 for k, dim in space.items():
+                    if k == "lr":
+                        continue
                     if "feasible_points" in dim:
                         assert hp[k] in dim["feasible_points"]
                     else:
                         assert dim["min"] <= hp[k] <= dim["max"], (lab, k, hp[k])
+            gain = o.get("gain")
+            if gain:  # the gain's diagnostics exist on the real optimizer
+                w = torch.nn.Parameter(torch.randn(4, 3))
+                opt = optim.build(o["name"], [w], **{**tuning.base_hp(o), "lr": best})
+                for _ in range(2):
+                    w.grad = torch.randn_like(w) * 1e-3
+                    opt.step()
+                diag = opt.diagnostics()  # reading resets the means: once
+                missing = [k for k in gain["keys"] if k not in diag]
+                assert not missing, f"{path.name}: {lab}: {o['name']} emits no {missing} (has {sorted(diag)})"
+                assert gain["match"] in task["optimizers"]
 
 
 # ----------------------------------------------------------------------------- the full-scale study
@@ -136,7 +179,7 @@ def test_full_file_protocol(path, loaded):
     assert cfg["scale"] == "full scale, GPU"
     assert cfg["device"] == "auto"
     assert len(cfg["seeds"]) >= 5, "anchors A.3: at least 5 seeds per final configuration"
-    assert cfg["tuning"]["trials"] == 16
+    assert cfg["tuning"]["budget"] == 32 and len(cfg["tuning"]["seeds"]) >= 2
     assert len(cfg.get("description", "")) > 200, "the description states the seed's setup and source"
     for tname, task in cfg["tasks"].items():
         gate = task.get("gate")

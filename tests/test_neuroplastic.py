@@ -328,3 +328,274 @@ def test_compile_setting_is_validated_and_auto_leaves_small_groups_on_foreach():
     assert _base.use_compiled("auto", _base.AUTO_COMPILE_MIN_NUMEL - 1, cpu) is False
     assert _base.use_compiled(False, 10 ** 9, cpu) is False
     assert _base.use_compiled(True, 1, cpu) is True
+
+
+# ---------------------------------------------------------------- the seed's design-space details (issue #14)
+def _first_alphas(g, ps=2.0, amin=0.2, amax=2.0):
+    """(alpha_g, alpha) of a first step on gradient g (zero traces), as the Math section reads."""
+    absg = [abs(x) for x in g]
+    mg = sum(absg) / len(absg)
+    G = [x / (mg + EPS) for x in absg]
+    a = [0.05 * x for x in absg]
+    act = [x / (sum(a) / len(a) + EPS) for x in a]
+    ratio = [abs(0.1 * x) / (math.sqrt(0.01 * x * x) + EPS) for x in g]
+    mem = [x / (sum(ratio) / len(ratio) + EPS) for x in ratio]
+    alpha_g = [_clip(x, amin, amax) for x in G]
+    alpha_f = [_clip(0.4 * x + 0.4 * y + 0.2 * z, amin, amax) for x, y, z in zip(act, G, mem)]
+    return alpha_g, [ag + ps * (af - ag) for ag, af in zip(alpha_g, alpha_f)]
+
+
+def _dot(x, y):
+    return sum(a * b for a, b in zip(x, y))
+
+
+def _orth(g, ps=2.0):
+    """The orthogonal residual's q (before lambda and the schedule) of a first step, by hand."""
+    alpha_g, alpha = _first_alphas(g, ps)
+    q = [(a - b) * x for a, b, x in zip(alpha, alpha_g, g)]
+    c = _dot(q, g) / (_dot(g, g) + EPS)
+    return [x - c * y for x, y in zip(q, g)]
+
+
+def _sigma(g, ps=2.0):
+    alpha_g, alpha = _first_alphas(g, ps)
+    return sum(math.log(max(a, 1e-8) / max(b, 1e-8)) for a, b in zip(alpha, alpha_g)) / len(g)
+
+
+# seven tensors of three elements: a body of five (odd) and a two-tensor "classifier"
+GS7 = [[0.3 * (i + 1), -1.2 + 0.4 * i * i / 7, 0.05 * (i + 2) ** 2] for i in range(7)]
+
+
+def _step_many(gs, foreach, groups=None, **hp):
+    ps = [torch.full((len(g),), 0.5, dtype=torch.float64, requires_grad=True) for g in gs]
+    spec = [{"params": [ps[i] for i in idx]} for idx in groups] if groups else ps
+    opt = NeuroPlastic(spec, foreach=foreach, **hp)
+    for p, g in zip(ps, gs):
+        p.grad = torch.tensor(g, dtype=torch.float64)
+    opt.step()
+    return [p.detach() for p in ps], opt
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_odd_body_middle_tensor_counts_as_early_for_the_layerwise_controller(foreach):
+    """Seed: early_blocks = body index < ceil(5/2) = 3, so tensor 2 shares the early tensors' multiplier."""
+    lr, k = 0.1, 1.0
+    ps, _ = _step_many(GS7, foreach, lr=lr, plasticity_scale=2.0, lr_controller_mode="layerwise",
+                       lr_controller_strength=k, **STAB_OFF)
+    sig = [_sigma(g) for g in GS7]
+    mean = lambda xs: sum(xs) / len(xs)  # noqa: E731
+    mult = [_clip(1 + k * mean(sig[0:3]), 0.8, 1.2)] * 3 + [_clip(1 + k * mean(sig[3:5]), 0.8, 1.2)] * 2 \
+        + [_clip(1 + k * mean(sig[5:7]), 0.8, 1.2)] * 2
+    assert len({round(m, 12) for m in mult}) == 3, "the example must give three distinct multipliers"
+    for p, g, m in zip(ps, GS7, mult):
+        _, alpha = _first_alphas(g)
+        expect = torch.tensor([0.5 - lr * m * a * x for a, x in zip(alpha, g)], dtype=torch.float64)
+        torch.testing.assert_close(p, expect, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("scope,modulated", [("early_blocks", [0, 1, 2]), ("late_blocks", [2, 3, 4]),
+                                             ("classifier", [5, 6])])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_odd_body_middle_tensor_is_in_both_layer_scopes(foreach, scope, modulated):
+    """Seed: early_blocks = index < ceil(B/2), late_blocks = floor(B/2) <= index < B."""
+    hp = dict(lr=0.01, plasticity_scale=2.0, update_rule="hybrid", hybrid_base="sgd_momentum", **STAB_OFF)
+    plain, _ = _step_many(GS7, foreach, **{**hp, "modulation_strength": 0.0})
+    mod, _ = _step_many(GS7, foreach, layer_scope=scope, **hp)
+    for i, (a, b, g) in enumerate(zip(plain, mod, GS7)):
+        if i not in modulated:
+            assert torch.equal(a, b), (scope, i)
+            continue
+        # first SGD-momentum step: base = g; delta = 0.15 (alpha - 1) g, clipped to 0.25 ||g||
+        _, alpha = _first_alphas(g)
+        delta = [0.15 * (al - 1) * x for al, x in zip(alpha, g)]
+        dn, lim = math.sqrt(_dot(delta, delta)), 0.25 * math.sqrt(_dot(g, g))
+        if dn > lim:
+            delta = [x * lim / (dn + 1e-12) for x in delta]
+        expect = torch.tensor([0.5 - 0.01 * (x + d) for x, d in zip(g, delta)], dtype=torch.float64)
+        torch.testing.assert_close(b, expect, atol=1e-14, rtol=0)
+
+
+def test_orthogonal_late_schedule_is_the_seeds_linear_ramp():
+    p = torch.zeros(2, requires_grad=True)
+    opt = NeuroPlastic([p], update_rule="orthogonal_residual", orthogonal_schedule="late", total_epochs=10)
+    expect = {1: 0.0, 3: 0.0, 4: 0.1 / 0.7, 6: 0.3 / 0.7, 10: 1.0, 12: 1.0}
+    for epoch, gate in expect.items():
+        opt.set_epoch(epoch)
+        assert NeuroPlastic._orthogonal_gate(opt.param_groups[0]) == pytest.approx(gate, abs=1e-15), epoch
+    opt.param_groups[0]["orthogonal_late_start"] = 0.5
+    opt.set_epoch(8)
+    assert NeuroPlastic._orthogonal_gate(opt.param_groups[0]) == pytest.approx(0.6, abs=1e-15)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_orthogonal_step_uses_the_ramped_lambda(foreach):
+    lr, lam = 0.1, 0.4
+    p, _ = _steps([G1], P0, foreach=foreach, epochs=[4], lr=lr, plasticity_scale=2.0, update_rule="orthogonal_residual",
+                  orthogonal_schedule="late", orthogonal_lambda=lam, total_epochs=10, **STAB_OFF)
+    q = [lam * (0.1 / 0.7) * x for x in _orth(G1)]
+    qn, lim = math.sqrt(_dot(q, q)), 0.5 * math.sqrt(_dot(G1, G1))
+    assert 0 < qn < lim
+    expect = torch.tensor([w - lr * (x + y) for w, x, y in zip(P0, G1, q)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_orthogonal_term_is_skipped_for_a_tiny_gradient(foreach):
+    """Seed: ||g||^2 <= eps (1e-8) -> no orthogonal term, the step is plain g."""
+    tiny = [x * 3e-5 for x in G1]  # ||g||^2 = 7.4e-9 <= 1e-8
+    assert _dot(tiny, tiny) <= 1e-8
+    lr, lam = 0.1, 1.0
+    p, _ = _steps([tiny], P0, foreach=foreach, lr=lr, plasticity_scale=2.0, update_rule="orthogonal_residual",
+                  orthogonal_lambda=lam, **STAB_OFF)
+    expect = torch.tensor([w - lr * x for w, x in zip(P0, tiny)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-16, rtol=0)
+    # without the skip the term would be a visible part of the step
+    q = [lam * x for x in _orth(tiny)]
+    assert math.sqrt(_dot(q, q)) > 0.05 * math.sqrt(_dot(tiny, tiny))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_match_grad_norm_leaves_a_tiny_orthogonal_term_unscaled(foreach):
+    """Seed: q is rescaled to ||g|| only if ||q|| > eps."""
+    g = [0.5, -0.5, 0.5, -0.5 + 2e-8]
+    q = _orth(g)
+    assert 0 < math.sqrt(_dot(q, q)) <= 1e-8 and _dot(g, g) > 1e-8
+    lr, lam = 0.1, 0.1
+    p, _ = _steps([g], P0[:4], foreach=foreach, lr=lr, plasticity_scale=2.0, update_rule="orthogonal_residual",
+                  orthogonal_lambda=lam, match_grad_norm=True, **STAB_OFF)
+    expect = torch.tensor([w - lr * (x + lam * y) for w, x, y in zip(P0, g, q)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-16, rtol=0)
+    # rescaled, the term would be lambda ||g|| = 0.1: far from the step taken
+    assert float((p - torch.tensor([w - lr * x for w, x in zip(P0, g)], dtype=torch.float64)).norm()) < 1e-9
+
+
+@pytest.mark.parametrize("scope", ["all_groups", "per_group"])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_lr_controller_pools_groups_or_averages_per_group(foreach, scope):
+    """per_group is the seed's controller (a mean within each param group); all_groups pools every group."""
+    gs = [G1, [x * x - 0.3 for x in G1], [0.2, -0.1, 0.05, 1.5, -2.0]]
+    lr, k = 0.1, 0.4
+    ps, _ = _step_many(gs, foreach, groups=[[0], [1, 2]], lr=lr, plasticity_scale=2.0, lr_controller_mode="global",
+                       lr_controller_strength=k, sensor_scope=scope, **STAB_OFF)
+    sig = [_sigma(g) for g in gs]
+    if scope == "all_groups":
+        mult = [_clip(1 + k * sum(sig) / 3, 0.8, 1.2)] * 3
+    else:
+        mult = [_clip(1 + k * sig[0], 0.8, 1.2)] + [_clip(1 + k * (sig[1] + sig[2]) / 2, 0.8, 1.2)] * 2
+    assert len({round(m, 12) for m in mult}) == (1 if scope == "all_groups" else 2)
+    for p, g, m in zip(ps, gs, mult):
+        _, alpha = _first_alphas(g)
+        expect = torch.tensor([0.5 - lr * m * a * x for a, x in zip(alpha, g)], dtype=torch.float64)
+        torch.testing.assert_close(p, expect, atol=1e-14, rtol=0)
+
+
+@pytest.mark.parametrize("progress,seed,thirds", [
+    # (epoch, total): seed boundaries p <= 0.3 | 0.3 < p < 0.7 | p >= 0.7; thirds p < 1/3 | [1/3, 2/3) | >= 2/3
+    ((3, 10), "early", "early"), ((8, 25), "middle", "early"), ((1, 3), "middle", "middle"),
+    ((17, 25), "middle", "late"), ((7, 10), "late", "late"),
+])
+def test_phase_boundaries_seed_and_thirds(progress, seed, thirds):
+    p = torch.zeros(2, requires_grad=True)
+    for bounds, expect in (("seed", seed), ("thirds", thirds)):
+        opt = NeuroPlastic([p], update_rule="hybrid", total_epochs=progress[1], phase_boundaries=bounds)
+        opt.set_epoch(progress[0])
+        for scope in ("early", "middle", "late"):
+            opt.param_groups[0]["phase_scope"] = scope
+            assert NeuroPlastic._phase_gate(opt.param_groups[0]) == float(scope == expect), (bounds, scope)
+
+
+@pytest.mark.parametrize("clip_eps", [1e-12, 1e-8])
+@pytest.mark.parametrize("foreach", [False, True])
+def test_bounded_residual_clip_uses_clip_eps(foreach, clip_eps):
+    """The seed divides by ||r|| + 1e-12 in the bounded residual's clip; 1e-8 (= eps) is the old reading."""
+    small = [x * 1e-6 for x in G1]
+    lr = 0.1
+    p, _ = _steps([small], P0, foreach=foreach, lr=lr, plasticity_scale=2.0, update_rule="bounded_residual",
+                  residual_max_ratio=0.2, clip_eps=clip_eps, **STAB_OFF)
+    _, alpha = _first_alphas(small)
+    r = [(a - 1) * x for a, x in zip(alpha, small)]
+    rn, lim = math.sqrt(_dot(r, r)), 0.2 * math.sqrt(_dot(small, small))
+    assert rn > lim
+    r = [x * lim / (rn + clip_eps) for x in r]
+    expect = torch.tensor([w - lr * (x + y) for w, x, y in zip(P0, small, r)], dtype=torch.float64)
+    torch.testing.assert_close(p, expect, atol=1e-20, rtol=1e-14)
+    other = 1e-8 if clip_eps == 1e-12 else 1e-12
+    assert abs(lim / (rn + other) - lim / (rn + clip_eps)) > 1e-3 * lim / rn, "the example must tell them apart"
+
+
+# ---------------------------------------------------------------- run state outside optirep's trainer (issue #13)
+def _loop(opt, p, grads, set_epoch_every=None):
+    for i, g in enumerate(grads):
+        if set_epoch_every and i % set_epoch_every == 0:
+            opt.set_epoch(i // set_epoch_every + 1)
+        p.grad = torch.tensor(g, dtype=torch.float64)
+        opt.step()
+    return p.detach().clone()
+
+
+GRADS6 = [[x * (1 + 0.3 * k) - 0.05 * k for x in G1] for k in range(6)]
+
+
+def test_steps_per_epoch_derives_the_epoch_like_set_epoch():
+    """steps_per_epoch=2: steps 1-2 are epoch 1, 3-4 epoch 2, 5-6 epoch 3 (what optirep's train does)."""
+    hp = dict(lr=0.1, warmup_epochs=2, plasticity_scale=2.0)
+    a = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    b = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    oa, ob = NeuroPlastic([a], steps_per_epoch=2, **hp), NeuroPlastic([b], **hp)
+    pa, pb = _loop(oa, a, GRADS6), _loop(ob, b, GRADS6, set_epoch_every=2)
+    assert torch.equal(pa, pb)
+    assert oa.param_groups[0]["epoch"] == 3
+    c = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    with pytest.warns(RuntimeWarning):
+        pc = _loop(NeuroPlastic([c], **hp), c, GRADS6)  # epoch stuck at 1: the gradient-only ablation
+    assert (pc - pa).abs().max() > 1e-4
+
+
+def test_epoch_gated_mechanism_without_an_epoch_source_warns_once():
+    p = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+    opt = NeuroPlastic([p], lr=0.1, warmup_epochs=2)
+    with pytest.warns(RuntimeWarning, match=r"NeuroPlastic: warmup_epochs=2 .* gates on the epoch, but neither "
+                                            r"set_epoch\(\) nor steps_per_epoch= is used") as rec:
+        _loop(opt, p, GRADS6)
+    assert len([w for w in rec if "gates on the epoch" in str(w.message)]) == 1
+    import warnings
+    for kw, every in (({"steps_per_epoch": 3}, None), ({}, 2), ({"warmup_epochs": 0}, None)):
+        q = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _loop(NeuroPlastic([q], **{"lr": 0.1, "warmup_epochs": 2, **kw}), q, GRADS6, set_epoch_every=every)
+
+
+def test_add_param_group_inherits_epoch_and_total_epochs():
+    """A group added after set_total_epochs(10); set_epoch(3) (e.g. an unfrozen head) is in epoch 3 of 10."""
+    p, head = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    opt = optim.build("neuroplastic", [p], lr=0.1, warmup_epochs=2, plasticity_scale=2.0)
+    opt.set_total_epochs(10)
+    opt.set_epoch(3)
+    opt.add_param_group({"params": [head]})
+    g = opt.param_groups[1]
+    assert (g["epoch"], g["total_epochs"]) == (3, 10)
+    assert NeuroPlastic._mix_weight(g) == 2.0  # warm-up done: full plasticity_scale, not the epoch-1 gate 0
+    other = torch.zeros(2, requires_grad=True)
+    opt.add_param_group({"params": [other], "epoch": 1})  # an explicit value wins
+    assert opt.param_groups[2]["epoch"] == 1
+
+
+def test_resume_keeps_the_diagnostic_step_counter_and_sums():
+    """The diag_every phase and the running means survive state_dict(): a resumed optimizer reads the same."""
+    grads = GRADS6 * 2
+
+    def fresh():
+        p = torch.tensor(P0, dtype=torch.float64, requires_grad=True)
+        return p, NeuroPlastic([p], lr=0.1, diag_every=4)
+
+    p, ref = fresh()
+    _loop(ref, p, grads)
+    q, part = fresh()
+    _loop(part, q, grads[:7])
+    r, resumed = fresh()
+    r.data.copy_(q.detach())
+    resumed.load_state_dict(part.state_dict())
+    _loop(resumed, r, grads[7:])
+    assert torch.equal(p.detach(), r.detach())
+    assert resumed.diagnostics() == ref.diagnostics() != {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import io
 import math
 
 import pytest
@@ -13,6 +14,8 @@ from optirep import optim
 from recipes import BY_NAME, RECIPES, Finding
 
 NAMES = [r.name for r in RECIPES]
+BIO = [n for n in NAMES if not optim.spec(n).cls.__module__.startswith("torch.")]
+PATHS = [pytest.param(False, id="reference"), pytest.param(True, id="foreach")]
 
 
 def test_every_registered_optimizer_has_a_recipe():
@@ -265,3 +268,181 @@ def test_diagnostics_are_floats_without_per_step_sync(name):
     diag = opt.diagnostics()
     assert isinstance(diag, dict) and diag, f"{name}.diagnostics() returned nothing"
     assert all(isinstance(k, str) and isinstance(v, float) for k, v in diag.items())
+
+
+def _same_diagnostics(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+@pytest.mark.parametrize("foreach", PATHS)
+@pytest.mark.parametrize("name", BIO)
+def test_deepcopy_and_torch_save_round_trip_keep_every_attribute(name, foreach):
+    """copy.deepcopy((model, opt)) and torch.save((model, opt)) / torch.load continue exactly like the original."""
+    r = BY_NAME[name]
+    data = _batch()
+    model = _mlp()
+    opt = optim.build(name, model.parameters(), **{**r.hp, "foreach": foreach})
+    torch.optim.lr_scheduler.StepLR(opt, step_size=1000)  # patches opt.step with a wrapper bound to opt
+    _run(model, opt, 4, r.closure, data)
+    copied = copy.deepcopy((model, opt))
+    buf = io.BytesIO()
+    torch.save((model, opt), buf)
+    buf.seek(0)
+    loaded = torch.load(buf, weights_only=False)
+    for m, o in ((model, opt), copied, loaded):
+        _run(m, o, 4, r.closure, data)
+    ref = opt.diagnostics()
+    assert ref
+    for m, o in (copied, loaded):
+        assert o is not opt and all(p is not q for p, q in zip(m.parameters(), model.parameters()))
+        for p, q in zip(m.parameters(), model.parameters()):
+            assert torch.equal(p, q), f"{name}: the copy's steps differ from the original's"
+        assert _same_diagnostics(o.diagnostics(), ref)
+
+
+@pytest.mark.parametrize("foreach", PATHS)
+@pytest.mark.parametrize("name", BIO)
+def test_zero_element_params_are_skipped_and_change_nothing(name, foreach):
+    """A Parameter(torch.empty(0, 16)) in the group: every other value (weights, state, diagnostics) is exact."""
+    r = BY_NAME[name]
+
+    def run(with_empty):
+        model = _mlp(torch.float64)
+        params = list(model.parameters())
+        empty = nn.Parameter(torch.empty(0, 16, dtype=torch.float64))
+        if with_empty:
+            params = params[:2] + [empty] + params[2:]
+        opt = optim.build(name, params, **{**r.hp, "foreach": foreach})
+        x, y = _batch(torch.float64)
+        for _ in range(5):
+            def closure():
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(model(x), y)
+                loss.backward()
+                empty.grad = torch.zeros_like(empty)
+                return loss
+            if r.closure:
+                opt.step(closure)
+            else:
+                closure()
+                opt.step()
+        return model, opt, empty
+
+    m0, o0, _ = run(False)
+    m1, o1, empty = run(True)
+    assert not o1.state.get(empty), "a zero-element parameter gets no state"
+    for p0, p1 in zip(m0.parameters(), m1.parameters()):
+        assert torch.equal(p0, p1)
+        s0, s1 = o0.state[p0], o1.state[p1]
+        assert s0.keys() == s1.keys()
+        for k in s0:
+            assert torch.equal(torch.as_tensor(s0[k]), torch.as_tensor(s1[k])), k
+    assert _same_diagnostics(o0.diagnostics(), o1.diagnostics())
+
+
+@pytest.mark.parametrize("name", BIO)
+def test_complex_params_are_refused_naming_optimizer_and_dtype(name):
+    cls = optim.spec(name).cls.__name__
+    z = nn.Parameter(torch.randn(3, dtype=torch.complex64))
+    with pytest.raises(TypeError, match=rf"^{cls} does not support complex parameters: parameter 1 of param group 0 "
+                                        r"has dtype torch.complex64"):
+        optim.build(name, [nn.Parameter(torch.zeros(2)), z], **BY_NAME[name].hp)
+    opt = optim.build(name, [nn.Parameter(torch.zeros(2))], **BY_NAME[name].hp)
+    with pytest.raises(TypeError, match=rf"^{cls} does not support complex parameters: parameter 0 of param group 1"):
+        opt.add_param_group({"params": [z]})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("foreach", PATHS)
+@pytest.mark.parametrize("name", BIO)
+def test_param_group_layout_does_not_change_the_algorithm(name, foreach):
+    """The no-decay grouping (matrices, then biases in a second group), both with the same hyperparameters,
+    steps exactly like one group holding the same tensors in the same order."""
+    r = BY_NAME[name]
+
+    def run(grouped):
+        model = _mlp(torch.float64)
+        mats = [p for p in model.parameters() if p.ndim > 1]
+        vecs = [p for p in model.parameters() if p.ndim == 1]
+        params = [{"params": mats}, {"params": vecs}] if grouped else mats + vecs
+        opt = optim.build(name, params, **{**r.hp, "foreach": foreach})
+        _run(model, opt, 10, r.closure, _batch(torch.float64))
+        return model
+
+    for p, q in zip(run(False).parameters(), run(True).parameters()):
+        torch.testing.assert_close(p, q, atol=1e-13, rtol=1e-11)
+
+
+@pytest.mark.parametrize("name", BIO)
+def test_compiled_step_stops_recompiling_and_matches_eager(name):
+    """torch.compile(opt.step), PyTorch's recipe for compiling an optimizer: the number of compiled graphs stops
+    growing after the first steps (no guard on a per-step counter or value) and the results equal eager steps.
+
+    The guards are dynamo's whatever the backend, so the "eager" backend (dynamo's tracing and guards, no code
+    generation) keeps this short; the recompile limit is raised so that a per-step recompile could not hide
+    behind it.
+    """
+    import inspect
+
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    r = BY_NAME[name]
+    cls = optim.spec(name).cls
+    hp = {**r.hp, **({"diag_every": 2} if "diag_every" in inspect.signature(cls).parameters else {})}
+    data = _batch()
+    me, mc = _mlp(), _mlp()
+    oe, oc = optim.build(name, me.parameters(), **hp), optim.build(name, mc.parameters(), **hp)
+    torch._dynamo.reset()
+    counters.clear()
+    graphs = []
+    with torch._dynamo.config.patch(recompile_limit=64):
+        step = torch.compile(oc.step, backend="eager")
+        x, y = data
+        for _ in range(12):
+            for model, opt, fn in ((me, oe, oe.step), (mc, oc, step)):
+                def closure():
+                    opt.zero_grad()
+                    loss = nn.functional.cross_entropy(model(x), y)
+                    loss.backward()
+                    return loss
+                if r.closure:
+                    fn(closure)
+                else:
+                    closure()
+                    fn()
+            graphs.append(counters["stats"]["unique_graphs"])
+    torch._dynamo.reset()
+    assert graphs[0] > 0, "nothing was compiled"
+    assert graphs[-1] == graphs[-4], f"{name}: compiled graphs per step {graphs} still growing"
+    for p, q in zip(me.parameters(), mc.parameters()):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5)
+    de, dc = oe.diagnostics(), oc.diagnostics()
+    assert de.keys() == dc.keys()
+    for k in de:
+        assert dc[k] == pytest.approx(de[k], rel=1e-4, abs=1e-6, nan_ok=True), k
+
+
+@pytest.mark.parametrize("name", BIO)
+def test_state_dict_without_run_state_or_newer_group_keys_still_loads(name):
+    """A checkpoint written before `run_state` and newer hyperparameters existed loads with fresh run state and
+    the defaults of the missing keys."""
+    r = BY_NAME[name]
+    model = _mlp()
+    opt = optim.build(name, model.parameters(), **r.hp)
+    _run(model, opt, 2, r.closure, _batch())
+    sd = copy.deepcopy(opt.state_dict())  # torch's load_state_dict may share the tensors otherwise
+    del sd["run_state"]
+    newest = "sensor_scope" if "sensor_scope" in opt.defaults else "lr"
+    if newest != "lr":
+        for g in sd["param_groups"]:
+            del g[newest]
+    m2 = _mlp()
+    m2.load_state_dict(model.state_dict())
+    other = optim.build(name, m2.parameters(), **r.hp)
+    other.load_state_dict(sd)
+    assert all(g[newest] == opt.defaults[newest] for g in other.param_groups)
+    _run(m2, other, 1, r.closure, _batch())
+    _run(model, opt, 1, r.closure, _batch())
+    for p, q in zip(model.parameters(), m2.parameters()):
+        assert torch.equal(p, q)

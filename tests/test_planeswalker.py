@@ -128,3 +128,15 @@ def test_values_log_raw_scaled_weighted():
     pw({"a": torch.tensor(3.0), "b": torch.tensor(4.0)})
     v = pw.values()
     assert v["a/raw"] == 3.0 and v["a/scaled"] == 6.0 and v["a/weighted"] == 3.0 and v["b/weight"] == 0.5
+
+
+def test_all_flat_terms_pursue_uniform_weights_not_nan():
+    """Deviation from the seed: every slope exactly 0 gives targets 1/n (the seed's 0/0 makes the weights NaN)."""
+    pw = Planeswalker(["a", "b", "c"], base_window=3, window_step=1, pursuit_rate=0.5, scale=[1.0, 1.0, 1.0])
+    pw.weights.copy_(torch.tensor([0.5, 0.3, 0.2], dtype=pw.weights.dtype))
+    for _ in range(5):
+        pw({"a": torch.tensor(2.0), "b": torch.tensor(1.0), "c": torch.tensor(0.5)})
+        pw.step_weights()
+    # three weight steps (histories of length 3, 4, 5), each w <- w + 0.5 (1/3 - w)
+    expect = [1 / 3 + (w0 - 1 / 3) * 0.5 ** 3 for w0 in (0.5, 0.3, 0.2)]
+    assert pw.weights.tolist() == pytest.approx(expect, rel=1e-12)

@@ -28,8 +28,8 @@ def test_repo_claims_file_validates_and_covers_every_spec_claim():
     for c in doc["claims"]:
         assert ("test" in c) + ("not_run" in c) + ("derived_from" in c) == 1, c["id"]
         if "test" in c:
-            assert c["test"]["experiment"] in {"cpu_shakespeare", "cpu_lowdata", "cpu_vision", "cpu_enhanced_sgd",
-                                               "cpu_planeswalker", "smoke"}, c["id"]
+            assert c["test"]["experiment"] in {"cpu_shakespeare", "cpu_neuroplastic_fmnist", "cpu_enhanced_sgd_mnist",
+                                               "cpu_vision_fmnist", "cpu_planeswalker_fmnist", "smoke"}, c["id"]
 
 
 def _claim(**over):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -76,6 +77,18 @@ def test_figures_are_written(agg, tmp_path):
         ["curves.pdf", "curves.png", "lr.pdf", "lr.png", "erank.pdf", "erank.png"])
     assert all(p.stat().st_size > 1000 for p in paths)
     assert figures.fig_erank({**agg, "per_label": {}}, out / "none") == []
+    # an aggregate of the old protocol (selected.json with trial_dir, no trial) still marks its selected trial
+    frame = figures.lr_frame(agg)
+    assert frame.groupby("optimizer")["selected"].sum().to_dict() == {"adamw": 1, "bio": 1}
+
+
+def test_tuning_table_flags_an_optimum_at_the_edge(agg):
+    tex = latex.tuning_table([agg])
+    assert r"\label{tab:tuning}" in tex and r"\texttt{bio}" in tex
+    old = json.loads(json.dumps(agg))
+    old["per_label"]["bio"]["tuning"]["selected"] = {"hp": {"lr": 1e-4}, "trial_dir": "tune/clf/bio/trial0"}
+    assert r"\textbf{no}: lower (sampled range)" in latex.tuning_table([old])
+    assert latex.tuning_table([{**agg, "per_label": {}}]) == ""
 
 
 def _run(script: str, *args: str) -> None:

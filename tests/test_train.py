@@ -34,10 +34,11 @@ EXPERIMENT = {
     "optimizers": {
         "adamw": {"name": "adamw", "hp": {"lr": 3.0e-3}},
         "sgd": {"name": "sgd", "hp": {"lr": 0.05, "momentum": 0.9},
-                "tune": True, "search_space": {"lr": {"min": 1.0e-3, "max": 1.0e-1}}},
+                "tune": True, "search_space": {"lr": {"min": 1.0e-3, "max": 1.0}}},
         "sgd_huge": {"name": "sgd", "hp": {"lr": 1.0e6, "momentum": 0.9}},
     },
-    "tuning": {"trials": 2, "seed": 0},
+    "tuning": {"seeds": [100, 101], "budget": 20, "random_trials": 1,
+               "lr_sweep": {"per_decade": 2, "hard_min": 1.0e-4, "hard_max": 3.0}},
 }
 
 
@@ -170,22 +171,68 @@ def test_divergence_is_a_result_not_a_crash(tmp_path):
     assert json.loads((tmp_path / "d" / "metrics.json").read_text())["diverged"] is True
 
 
-def test_trial_and_selection_through_the_cli(tmp_path, capsys):
+def test_tuning_protocol_through_the_cli(tmp_path, capsys):
+    """LR sweep -> bracket rounds (extending while the best point is at an edge) -> random trial -> selection,
+    the way rules/tune.smk chains them; then the aggregate's tuning record and the sensitivity figure."""
+    from optirep.report.aggregate import collect_tuning, tuning_view
+    from optirep.report.figures import fig_lr_sensitivity, lr_frame
+
+    cfg = json.loads(json.dumps(EXPERIMENT))
+    cfg["tasks"]["mnist1d_mlp"].update(steps=8, eval_every=4, features=0)  # 2 seeds x 8+ configurations: keep it short
+    exp = write_experiment(tmp_path, cfg)
+    tdir = tmp_path / "results" / "unit" / "tune" / "mnist1d_mlp" / "sgd"
+    base = ["--experiment", str(exp), "--task", "mnist1d_mlp", "--optimizer", "sgd"]
+
+    def point(k):
+        assert cli.main(["tune-trial", *base, "--lr-point", str(k), "--out", str(tdir / "lr" / f"k{k}"), "--quiet"]) == 0
+        return tdir / "lr" / f"k{k}"
+
+    ks, r = list(range(7)), 0
+    while True:
+        dirs = [point(k) for k in ks]
+        out = tdir / "bracket" / f"round{r}.json"
+        assert cli.main(["bracket", *base, "--points", *map(str, dirs), "--out", str(out)]) == 0
+        rec = json.loads(out.read_text())
+        if rec["status"] == "done":
+            break
+        ks, r = sorted(ks + rec["next"]), r + 1
+    assert rec["interior"] or rec["bound_hit"] in ("hard_min", "hard_max", "budget")
+    (tdir / "sweep.json").write_text(out.read_text())
+    trial = json.loads((tdir / "lr" / "k0" / "trial.json").read_text())
+    assert trial["seeds"] == [100, 101] and trial["lr"] == pytest.approx(1e-3)
+    for s in (100, 101):  # each tuning seed ran with its own seed, never a final seed
+        assert json.loads((tdir / "lr" / "k0" / f"seed{s}" / "config.json").read_text())["seed"] == s
+    rdir = tdir / "random" / "trial0"
+    assert cli.main(["tune-trial", *base, "--random", "0", "--sweep", str(tdir / "sweep.json"), "--out", str(rdir),
+                     "--quiet"]) == 0
+    best = rec["best"]["lr"]
+    assert best / 10 ** 0.5 <= json.loads((rdir / "trial.json").read_text())["lr"] <= best * 10 ** 0.5
+    assert cli.main(["select", *base, "--sweep", str(tdir / "sweep.json"), "--trials", str(rdir),
+                     "--out", str(tdir / "selected.json")]) == 0
+    chosen = json.loads((tdir / "selected.json").read_text())
+    pool = rec["points"] + [json.loads((rdir / "trial.json").read_text())]
+    assert chosen["value"] == max(p["final_val"] for p in pool)  # accuracy: the best mean over tuning seeds
+    assert chosen["runs"] == 2 * len(pool) <= chosen["budget"] and chosen["effective_lr"] == chosen["lr"]
+
+    tuning = collect_tuning(tmp_path / "results" / "unit", "mnist1d_mlp", "sgd")
+    view = tuning_view(tuning)
+    assert view["selected_trial"] == chosen["trial"] and len(view["trials"]) == len(pool)
+    agg = {"experiment": "unit", "task": "mnist1d_mlp", "scale": "unit", "metric": "accuracy", "labels": ["sgd"],
+           "per_label": {"sgd": {"tuning": tuning}}}
+    frame = lr_frame(agg)
+    assert frame[frame["selected"]]["trial"].nunique() == 1 and len(frame) == 2 * len(pool)
+    paths = fig_lr_sensitivity(agg, tmp_path / "fig")
+    assert [p.suffix for p in paths] == [".pdf", ".png"] and all(p.stat().st_size > 5000 for p in paths)
+
+
+def test_tune_trial_refuses_an_untuned_label_and_a_random_trial_without_sweep(tmp_path, capsys):
     exp = write_experiment(tmp_path)
-    dirs = []
-    for k in range(2):
-        d = tmp_path / f"trial{k}"
-        assert cli.main(["train", "--experiment", str(exp), "--task", "mnist1d_mlp", "--optimizer", "sgd",
-                         "--seed", "0", "--trial", str(k), "--out", str(d), "--quiet",
-                         "--set", "task.steps=8"]) == 0
-        dirs.append(d)
-    hps = [json.loads((d / "metrics.json").read_text())["hp"]["lr"] for d in dirs]
-    assert len(set(hps)) == 2 and all(1e-3 <= v <= 1e-1 for v in hps)
-    out = tmp_path / "selected.json"
-    assert cli.main(["select", "--experiment", str(exp), "--task", "mnist1d_mlp", "--optimizer", "sgd",
-                     "--trials", *map(str, dirs), "--out", str(out)]) == 0
-    chosen = json.loads(out.read_text())
-    assert chosen["hp"]["lr"] in hps and chosen["budget"] == 2
+    base = ["--experiment", str(exp), "--task", "mnist1d_mlp"]
+    assert cli.main(["tune-trial", *base, "--optimizer", "adamw", "--lr-point", "0", "--out", str(tmp_path / "x")]) == 2
+    assert "label 'adamw' has no tune: true (tuned labels: sgd)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        cli.main(["tune-trial", *base, "--optimizer", "sgd", "--random", "0", "--out", str(tmp_path / "y")])
+    assert "--random needs --sweep" in capsys.readouterr().err
 
 
 def test_optimizer_that_raises_on_nan_gradients_records_a_divergence(tmp_path):

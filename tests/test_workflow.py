@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from optirep import config
+from optirep import config, tuning
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -34,17 +34,24 @@ def job_counts(stdout: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)$", block, re.M)}
 
 
-def expected(workflow: str) -> tuple[int, int]:
-    """(final runs, tuning trials) the study's experiment files define."""
+def expected(workflow: str) -> dict[str, int]:
+    """Jobs the study's experiment files define before any extension of an LR sweep: final runs, the initial
+    sweep points, one bracketing round, one sweep record, the random trials and one selection per tuned label."""
     wf = config.yaml.safe_load((ROOT / workflow).read_text())
-    runs = trials = 0
+    n = {"train": 0, "tune_lr": 0, "bracket": 0, "sweep": 0, "tune_random": 0, "select": 0}
     for f in wf["experiments"]:
         cfg = config.load_experiment(ROOT / f)
-        runs += len(config.grid(cfg))
+        n["train"] += len(config.grid(cfg))
         for task in cfg["tasks"].values():
-            tuned = [lb for lb in task["optimizers"] if cfg["optimizers"][lb].get("tune")]
-            trials += len(tuned) * cfg["tuning"]["trials"]
-    return runs, trials
+            for lb in task["optimizers"]:
+                o = cfg["optimizers"][lb]
+                if o.get("tune"):
+                    n["tune_lr"] += len(tuning.lr_grid(o, cfg["tuning"]["lr_sweep"]["per_decade"]))
+                    n["tune_random"] += cfg["tuning"]["random_trials"]
+                    n["bracket"] += 1
+                    n["sweep"] += 1
+                    n["select"] += 1
+    return n
 
 
 @functools.cache
@@ -58,9 +65,9 @@ def dry_run(workflow: str) -> str:
 @pytest.mark.parametrize("workflow", ["experiments/workflow.yaml", "experiments/workflow-cpu.yaml"])
 def test_dry_run_lists_the_whole_grid(workflow):
     counts = job_counts(dry_run(workflow))
-    runs, trials = expected(workflow)
-    assert counts["train"] == runs
-    assert counts.get("train_trial", 0) == trials
+    for rule, n in expected(workflow).items():
+        assert counts.get(rule, 0) == n, (rule, counts)
+    assert counts["tune_lr"] >= 7 * counts["bracket"] > 0, "at least a 7-point sweep per tuned label"
     assert counts["claims"] == 1 and counts["paper"] == 1
 
 
@@ -71,9 +78,10 @@ def test_each_training_job_of_the_full_study_waits_only_for_its_own_datasets():
     for f in wf["experiments"]:
         cfg = config.load_experiment(ROOT / f)
         tasks.update({(cfg["name"], name): t for name, t in cfg["tasks"].items()})
-    jobs = re.findall(r"^rule (train|train_trial):\n    input: (.*)\n(?:    .*\n)*?    wildcards: exp=(\w+), task=(\w+)",
-                      dry_run("experiments/workflow.yaml"), re.M)
-    assert len(jobs) == sum(expected("experiments/workflow.yaml"))
+    jobs = re.findall(r"^rule (train|tune_lr|tune_random):\n    input: (.*)\n(?:    .*\n)*?    wildcards: exp=(\w+), "
+                      r"task=(\w+)", dry_run("experiments/workflow.yaml"), re.M)
+    n = expected("experiments/workflow.yaml")
+    assert len(jobs) == n["train"] + n["tune_lr"] + n["tune_random"]
     for rule, inputs, exp, task in jobs:
         t = tasks[(exp, task)]
         # the LM tasks read GPT-2 BPE tokens: the tokenizer files are their second dataset
@@ -114,6 +122,13 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     for task in cfg["tasks"]:
         agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())
         assert agg["task"] == task
+    # the tuning protocol ran: a bracketing record and a selection with its effective lr, and the figure
+    agg = json.loads((smoke / "aggregate" / "mnist1d_all.json").read_text())
+    sel = agg["per_label"]["biostatis_v6_tuned"]["tuning"]["selected"]
+    assert sel["seeds"] == cfg["tuning"]["seeds"] and sel["effective_lr"] > 0 and sel["n_sweep_points"] >= 7
+    assert agg["per_label"]["biostatis_v6_tuned"]["tuning"]["sweep"]["covered"] is not None
+    fig = smoke / "paper" / "generated" / "smoke" / "fig_lr_sensitivity" / "fig_lr_sensitivity_mnist1d_all.png"
+    assert fig.stat().st_size > 20_000
     claims = json.loads((smoke / "claims.json").read_text())
     assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
     numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()

@@ -3,8 +3,10 @@
     optirep optimizers                          # the registry
     optirep fetch tinyshakespeare --mirror ../shared/datasets
     optirep validate experiments/smoke.yaml     # schema + registry checks, prints the run grid
-    optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--trial K | --hp-json F]
-    optirep select --experiment E --task T --optimizer L --trials DIR... --out selected.json
+    optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--hp-json F]
+    optirep tune-trial --experiment E --task T --optimizer L (--lr-point K | --random J --sweep F) --out DIR
+    optirep bracket --experiment E --task T --optimizer L --points DIR... [--match F] --out round.json
+    optirep select --experiment E --task T --optimizer L --sweep sweep.json --trials DIR... --out selected.json
     optirep derive-hp --experiment E --optimizer L --runs DIR... --out hp.json   # effective-LR control
     optirep analyze RUN_DIR --out FILE.json
     optirep aggregate / claims / readme ...     # the report layer (see optirep.report)
@@ -22,8 +24,8 @@ from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
-    from optirep import config, tuning
-    from optirep.train import Preempted, atomic_write_json, checkpoint_on_sigterm, train  # noqa: F401
+    from optirep import config
+    from optirep.train import checkpoint_on_sigterm, train
 
     p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
     p.add_argument("--experiment", required=True, help="experiments/X.yaml")
@@ -33,35 +35,17 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. task.steps=100 or optimizer.hp.lr=0.01 (repeatable)")
-    g = p.add_mutually_exclusive_group()
-    g.add_argument("--trial", type=int, help="tuning trial index: hp from the experiment's search space")
-    g.add_argument("--hp-json", type=Path, help="JSON file whose 'hp' mapping overrides the optimizer hp")
-    p.add_argument("--data-root", default=None, help="dataset root (default $OPTIREP_DATA or ./data)")
-    p.add_argument("--mirror", default=None, help="offline mirror directory (default $OPTIREP_DATA_MIRROR)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--hp-json", type=Path, help="JSON file whose 'hp' mapping overrides the optimizer hp")
+    _data_args(p)
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
 
     cfg = config.load_experiment(a.experiment)
-    hp = None
-    if a.trial is not None:
-        o = cfg["optimizers"].get(a.optimizer)
-        if o is None or not o.get("tune"):
-            raise config.ConfigError(f"--trial: optimizer label {a.optimizer!r} has no tune: true in {a.experiment}")
-        trials = tuning.sample_trials(o["search_space"], cfg["tuning"]["trials"], cfg["tuning"]["seed"])
-        if not 0 <= a.trial < len(trials):
-            raise config.ConfigError(f"--trial {a.trial}: the experiment has {len(trials)} trials (0..{len(trials) - 1})")
-        hp = trials[a.trial]
-    elif a.hp_json is not None:
-        hp = json.loads(a.hp_json.read_text())["hp"]
+    hp = json.loads(a.hp_json.read_text())["hp"] if a.hp_json is not None else None
     run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
-    checkpoint_on_sigterm()
-    try:
-        rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
-    except Preempted as exc:
-        print(exc, file=sys.stderr)
-        return 128 + signal.SIGTERM  # the shell's status for "ended by SIGTERM": the job is not finished
+    checkpoint_on_sigterm()  # SIGTERM: checkpoint and leave with status 143 (main)
+    rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
     if rec is None:
         print(f"{a.out}: stopped after {a.stop_after} steps (checkpointed); rerun to continue")
         return 0
@@ -70,32 +54,132 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", default=None, help="dataset root (default $OPTIREP_DATA or ./data)")
+    p.add_argument("--mirror", default=None, help="offline mirror directory (default $OPTIREP_DATA_MIRROR)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _tuned_label(cfg: dict, label: str, source: str) -> dict:
+    from optirep import config
+
+    o = cfg["optimizers"].get(label)
+    if o is None or not o.get("tune"):
+        raise config.ConfigError(f"{source}: optimizer label {label!r} has no tune: true "
+                                 f"(tuned labels: {', '.join(l for l, x in cfg['optimizers'].items() if x.get('tune'))})")
+    return o
+
+
+def _tune_trial(argv: list[str]) -> int:
+    """Train one tuning configuration at every tuning seed (DIR/seed<s>/), then write DIR/trial.json last."""
+    from optirep import config, tuning
+    from optirep.train import atomic_write_json, checkpoint_on_sigterm, train
+
+    p = argparse.ArgumentParser(prog="optirep tune-trial", description=_tune_trial.__doc__)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--optimizer", required=True, help="a tuned label")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--lr-point", type=int, metavar="K", help="LR sweep grid index (negative below the range)")
+    g.add_argument("--random", type=int, metavar="J", help="random-search trial index (needs --sweep)")
+    p.add_argument("--sweep", type=Path, help="the label's sweep.json (random trials centre on its best lr)")
+    p.add_argument("--out", required=True, type=Path, help="trial directory")
+    _data_args(p)
+    a = p.parse_args(argv)
+    cfg = config.load_experiment(a.experiment)
+    o = _tuned_label(cfg, a.optimizer, a.experiment)
+    t = cfg["tuning"]
+    if a.lr_point is not None:
+        hp = {**tuning.base_hp(o), "lr": tuning.lr_at(o["search_space"]["lr"]["min"], t["lr_sweep"]["per_decade"],
+                                                      a.lr_point)}
+        trial_id, stage = f"lr/k{a.lr_point}", "lr_sweep"
+    else:
+        if a.sweep is None:
+            p.error("--random needs --sweep (the sweep record whose best lr the trials centre on)")
+        sweep = json.loads(a.sweep.read_text())
+        trials = tuning.random_trials(cfg, a.optimizer, sweep["best"]["lr"])
+        if not 0 <= a.random < len(trials):
+            raise config.ConfigError(f"--random {a.random}: {a.experiment} has tuning.random_trials "
+                                     f"{len(trials)} (0..{len(trials) - 1})")
+        hp, trial_id, stage = trials[a.random], f"random/trial{a.random}", "random"
+    dirs = {}
+    checkpoint_on_sigterm()  # SIGTERM: the current seed's run checkpoints; status 143 (main)
+    for s in t["seeds"]:
+        run = config.resolve_run(cfg, a.task, a.optimizer, s, hp_override=hp, source=a.experiment)
+        dirs[s] = a.out / f"seed{s}"
+        train(run, dirs[s], data_root=a.data_root, mirror=a.mirror, quiet=a.quiet)
+    rec = tuning.summarize_trial(trial_id, stage, hp, dirs, (o.get("gain") or {}).get("keys"))
+    rec.update(task=a.task, label=a.optimizer)
+    atomic_write_json(a.out / "trial.json", rec)
+    print(f"{a.out}: {trial_id} lr {hp['lr']:.3g}: mean {t['select_on']} {rec[t['select_on']]:.4g} over seeds {t['seeds']}")
+    return 0
+
+
+def _read_trials(dirs: list[Path]) -> list[dict]:
+    from optirep.tuning import TuningError
+
+    out = []
+    for d in dirs:
+        f = Path(d) / "trial.json"
+        if not f.exists():
+            raise TuningError(f"{f} does not exist: the tuning trial did not finish")
+        out.append(json.loads(f.read_text()))
+    return out
+
+
+def _bracket(argv: list[str]) -> int:
+    """One round of the LR sweep: extend at an edge (or for effective-LR coverage) or stop, as JSON."""
+    from optirep import config, tuning
+    from optirep.train import atomic_write_json
+
+    p = argparse.ArgumentParser(prog="optirep bracket", description=_bracket.__doc__)
+    p.add_argument("--experiment", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--optimizer", required=True)
+    p.add_argument("--points", nargs="+", required=True, type=Path, help="every evaluated sweep point dir")
+    p.add_argument("--match", type=Path, help="the gain.match label's sweep.json")
+    p.add_argument("--out", required=True, type=Path)
+    a = p.parse_args(argv)
+    cfg = config.load_experiment(a.experiment)
+    _tuned_label(cfg, a.optimizer, a.experiment)
+    match = json.loads(a.match.read_text()) if a.match else None
+    rec = tuning.bracket_round(cfg, a.optimizer, _read_trials(a.points), match)
+    rec["task"] = a.task
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(a.out, rec)
+    print(f"{a.out}: best lr {rec['best']['lr']:.3g} ({'interior' if rec['interior'] else rec['edge'] + ' edge'}); "
+          f"{rec['status']}{' ' + str(rec['next']) if rec['next'] else ''}"
+          f"{'; bound hit: ' + rec['bound_hit'] if rec['bound_hit'] else ''}")
+    return 0
+
+
 def _select(argv: list[str]) -> int:
     from optirep import config, tuning
     from optirep.train import atomic_write_json
 
-    p = argparse.ArgumentParser(prog="optirep select", description="Pick the best tuning trial on validation.")
+    p = argparse.ArgumentParser(prog="optirep select", description="Pick the best tuning configuration on validation.")
     p.add_argument("--experiment", required=True)
     p.add_argument("--task", required=True)
     p.add_argument("--optimizer", required=True)
-    p.add_argument("--trials", nargs="+", required=True, type=Path, help="trial run directories")
+    p.add_argument("--sweep", required=True, type=Path, help="the label's sweep.json")
+    p.add_argument("--trials", nargs="*", default=[], type=Path, help="random-search trial directories")
     p.add_argument("--out", required=True, type=Path)
     a = p.parse_args(argv)
     cfg = config.load_experiment(a.experiment)
-    chosen = tuning.select(a.trials, cfg["tuning"]["select_on"])
-    chosen.update(task=a.task, label=a.optimizer, budget=len(a.trials))
+    _tuned_label(cfg, a.optimizer, a.experiment)
+    chosen = tuning.select(json.loads(a.sweep.read_text()), _read_trials(a.trials), cfg["tuning"]["select_on"])
+    chosen.update(task=a.task, label=a.optimizer)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out, chosen)
-    print(f"{a.out}: {chosen['select_on']}={chosen['value']:.4g} with {chosen['hp']}")
+    print(f"{a.out}: {chosen['trial']} {chosen['select_on']}={chosen['value']:.4g} with {chosen['hp']}")
     return 0
 
 
 def _derive_hp(argv: list[str]) -> int:
     """Effective-LR control: lr = source lr x the product of diagnostics, averaged over the run and its seeds."""
-    import math
-
     from optirep import config
     from optirep.train import atomic_write_json
+    from optirep.tuning import run_gain
 
     p = argparse.ArgumentParser(prog="optirep derive-hp", description=_derive_hp.__doc__)
     p.add_argument("--experiment", required=True)
@@ -109,19 +193,8 @@ def _derive_hp(argv: list[str]) -> int:
         raise config.ConfigError(f"{a.experiment}: optimizers.{a.optimizer} has no lr_from")
     gains, lrs = [], []
     for d in a.runs:
-        m = json.loads((d / "metrics.json").read_text())
-        rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        per_row = []
-        for r in rows:  # each row's diagnostics are means over its eval interval
-            missing = [k for k in spec["keys"] if k not in r.get("diag", {})]
-            if missing:
-                raise KeyError(f"{d}/metrics.jsonl step {r['step']}: diagnostics lack {missing} "
-                               f"(have: {', '.join(sorted(r.get('diag', {})))})")
-            per_row.append(math.prod(r["diag"][k] for k in spec["keys"]))
-        if not per_row:
-            raise KeyError(f"{d}/metrics.jsonl has no logged diagnostics")
-        gains.append(sum(per_row) / len(per_row))
-        lrs.append(m["hp"]["lr"])
+        gains.append(run_gain(d, spec["keys"]))
+        lrs.append(json.loads((d / "metrics.json").read_text())["hp"]["lr"])
     gain = sum(gains) / len(gains)
     hp = {"lr": lrs[0] * gain}
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,6 +231,8 @@ def _delegate(module: str) -> callable:
 
 COMMANDS = {
     "train": _train,
+    "tune-trial": _tune_trial,
+    "bracket": _bracket,
     "select": _select,
     "derive-hp": _derive_hp,
     "optimizers": _optimizers,
@@ -181,12 +256,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optirep: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     from optirep.config import ConfigError
+    from optirep.train import Preempted
+    from optirep.tuning import TuningError
 
     try:
         return COMMANDS[cmd](rest)
-    except (ConfigError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, TuningError, FileNotFoundError, KeyError) as exc:
         print(f"optirep {cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:  # checkpointed on SIGTERM; the rerun resumes
+        print(exc, file=sys.stderr)
+        return 128 + signal.SIGTERM  # the shell's status for "ended by SIGTERM": the job is not finished
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def _hp_names(cls) -> set[str]:
 
 def check_semantics(cfg: dict, source: str) -> None:
     """Names that only the registries know: optimizers, models, datasets, hyperparameters."""
-    from optirep import data, models, optim
+    from optirep import data, models, optim, tuning
 
     problems: list[str] = []
     labels = cfg["optimizers"]
@@ -86,6 +86,7 @@ def check_semantics(cfg: dict, source: str) -> None:
         if lr_from and lr_from["label"] not in labels:
             problems.append(f"optimizers.{label}.lr_from.label: unknown label {lr_from['label']!r} "
                             f"(allowed values: {', '.join(labels)})")
+    problems += tuning.check_tuning(cfg)
     for tname, t in cfg["tasks"].items():
         if t["dataset"] not in data.DATASETS:
             problems.append(f"tasks.{tname}.dataset: unknown dataset {t['dataset']!r} "
@@ -130,10 +131,9 @@ def load_experiment(path: str | Path) -> dict:
     validate_schema(cfg, str(path), schema_path(path))
     check_semantics(cfg, str(path))
     cfg.setdefault("device", "auto")
-    cfg.setdefault("tuning", {})
-    cfg["tuning"].setdefault("trials", 0)
-    cfg["tuning"].setdefault("seed", 0)
-    cfg["tuning"].setdefault("select_on", "final_val")
+    if "tuning" in cfg:
+        cfg["tuning"].setdefault("select_on", "final_val")
+        cfg["tuning"].setdefault("sampler_seed", 0)
     return cfg
 
 
@@ -182,6 +182,9 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {text!r}: {p!r} is not a mapping")
         node[parts[-1]] = value
+        if parts in (["task", "steps"], ["task", "epochs"]):
+            # a run is sized by steps or by epochs, not both: setting one replaces the other
+            run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
     # Re-validate the task and optimizer after overrides with the same schema.
     schema = yaml.safe_load(schema_path().read_text())
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):

@@ -227,7 +227,13 @@ class LanguageModel(Objective):
 
 
 class Autoencoder(Objective):
-    """Several reconstruction losses on the same images, summed or Planeswalker-multiplexed."""
+    """Several reconstruction losses on the same images, summed or Planeswalker-multiplexed.
+
+    Every evaluation also reports `mean_image_mse`: the MSE of the per-pixel mean of the training
+    images (in the same [0, 1] units) used as the reconstruction of every image of the split, the
+    score of a model that ignores its input. A reconstruction MSE at or above it is a failure to
+    compress (`extra.mean_image_test_mse` and `extra.mse_over_mean_image` in metrics.json).
+    """
 
     def __init__(self, task, splits, device, seed):
         super().__init__(task, splits, device, seed)
@@ -237,6 +243,7 @@ class Autoencoder(Objective):
         x = splits.train.x
         self.lo, self.hi = float(x.min()), float(x.max())  # map inputs to [0, 1] for BCE-type terms
         self.train_x = self._unit(x.to(device))
+        self.mean_image = self.train_x.mean(0, keepdim=True)  # [1, C, H, W]
         self.terms = reconstruction_losses(task["loss_terms"])
         mux = task.get("multiplexer", {"mode": "sum"})
         self.mux = Planeswalker(list(task["loss_terms"]), mode=mux.get("mode", "sum"), **mux.get("args", {}))
@@ -269,9 +276,11 @@ class Autoencoder(Objective):
             for k, v in self.term_values(model, x).items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(x)
             sums["_mse"] = sums.get("_mse", 0.0) + float(F.mse_loss(model(x), x)) * len(x)
+            sums["_mean"] = sums.get("_mean", 0.0) + float(F.mse_loss(self.mean_image.expand_as(x), x)) * len(x)
             n += len(x)
         out = {k: v / max(n, 1) for k, v in sums.items()}
-        return {"metric": out.pop("_mse"), "loss": sum(out.values()), "terms": out}
+        mean_mse = out.pop("_mean")
+        return {"metric": out.pop("_mse"), "loss": sum(out.values()), "terms": out, "mean_image_mse": mean_mse}
 
     @torch.no_grad()
     def features(self, model, n: int) -> dict:
@@ -555,7 +564,9 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
                          val_pixel_accuracy=val["pixel_accuracy"], val_miou=val["miou"],
                          test_classes_present=test["classes_present"])
         if task["objective"] == "autoencoder":
-            extra.update(test_terms=test["terms"], mux_weights=objective.mux.weights_dict()
+            extra.update(mean_image_test_mse=test["mean_image_mse"], mean_image_val_mse=val["mean_image_mse"],
+                         mse_over_mean_image=test["metric"] / test["mean_image_mse"] if test["mean_image_mse"] > 0 else nan,
+                         test_terms=test["terms"], mux_weights=objective.mux.weights_dict()
                          if hasattr(objective.mux, "weights_dict") else None)
         n_feat = task.get("features", 512 if task["objective"] == "classification" else 0)
         if n_feat and hasattr(objective, "features"):

@@ -10,7 +10,13 @@ means "not fetched", whatever else is there). The root defaults to `$OPTIREP_DAT
 A mirror (`--mirror DIR` or `$OPTIREP_DATA_MIRROR`) holds files as `<DIR>/<dataset>/<original file
 name>`, e.g. `<DIR>/cifar10/cifar-10-python.tar.gz`, `<DIR>/mnist/train-images-idx3-ubyte.gz`,
 `<DIR>/voc2012/VOCtrainval_11-May-2012.tar`, `<DIR>/gpt2/vocab.json`; they are verified exactly
-like downloads. Hugging Face datasets take the hub's parquet files:
+like downloads. MNIST and Fashion-MNIST files may also be staged decompressed, under the name
+without `.gz` (`<DIR>/mnist/train-images-idx3-ubyte`), or recompressed (Debian's
+`dataset-fashion-mnist`: `--mirror /usr/share/datasets`, whose `fashion-mnist/` directory is
+accepted for `fashion_mnist`); both are verified by the md5 of the decompressed content recorded
+in `optirep.data.sources`, a download by the published `.gz` md5. A file that fails is an error
+naming it, its md5 and the expected ones; the files the failed call had put in place are removed.
+Hugging Face datasets take the hub's parquet files:
 `<DIR>/wikitext2/{train,validation,test}-00000-of-00001.parquet`,
 `<DIR>/wikitext103/train-0000{0,1}-of-00002.parquet` (+ validation, test),
 `<DIR>/imdb/{train,test}-00000-of-00001.parquet`, `<DIR>/ag_news/{train,test}-00000-of-00001.parquet`
@@ -23,6 +29,7 @@ the mirror and the root is an error that says which file to put where.
 from __future__ import annotations
 
 import argparse
+import gzip
 import hashlib
 import json
 import os
@@ -33,11 +40,12 @@ import tempfile
 import types
 import urllib.request
 import uuid
+import zlib
 from pathlib import Path
 
 from optirep.data.sources import EMBEDDED, SOURCES, RemoteFile, Source, get_source
 
-__all__ = ["fetch", "main", "FetchError", "data_root", "mirror_dir", "is_offline", "md5sum"]
+__all__ = ["fetch", "main", "FetchError", "data_root", "mirror_dir", "is_offline", "md5sum", "installed"]
 
 MARKER = ".complete"
 _TRUE = {"1", "true", "yes", "on"}
@@ -102,16 +110,20 @@ def fetch(name: str, root: str | os.PathLike | None = None, mirror: str | os.Pat
         return dest
     created = not dest.exists()
     dest.mkdir(parents=True, exist_ok=True)
+    new: list[Path] = []  # files this call put in place
     try:
         if source.kind == "hf":
             record = _fetch_hf(source, dest, mirror_p)
         else:
-            record = {f.name: _obtain(f, source, dest, mirror_p) for f in source.files}
+            record = dict(_obtain(f, source, dest, mirror_p, new) for f in source.files)
             if source.archive is not None:
                 _extract(dest / source.files[0].name, source, dest)
         _write_atomic(dest / MARKER, json.dumps(record, indent=1, sort_keys=True) + "\n")
     except BaseException:
-        # A directory this call created and left empty would only confuse the next run.
+        # Nothing half-done stays: the files this call installed go (a dataset is usable only whole),
+        # and a directory this call created and left empty would only confuse the next run.
+        for p in new:
+            p.unlink(missing_ok=True)
         if created and dest.is_dir() and not any(dest.iterdir()):
             dest.rmdir()
         raise
@@ -121,11 +133,41 @@ def fetch(name: str, root: str | os.PathLike | None = None, mirror: str | os.Pat
 # ---------------------------------------------------------------------------------- plain files
 
 
-def _verify(path: Path, f: RemoteFile) -> str:
-    """Check `path` against `f`; return its md5. Raises FetchError naming the file."""
+def _gunzip_md5(path: Path, chunk: int = 1 << 20) -> str:
+    """md5 of the decompressed content of a gzip file; raises OSError/EOFError when it is not one."""
+    h = hashlib.md5()
+    with gzip.open(path, "rb") as fz:
+        while block := fz.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _verify(path: Path, f: RemoteFile, form: str | None = None, downloaded: bool = False) -> str:
+    """Check `path`, a copy of `f` in the form named `form` (default `f.name`); return its md5.
+
+    Forms (see `RemoteFile.raw_md5`): `f.name` with the published md5; for a gzip file with a
+    known `raw_md5`, also `f.raw_name` (decompressed) and `f.name` recompressed (its decompressed
+    content has `raw_md5`). A download must match the published md5. Raises FetchError naming
+    the file, its md5 and the expected ones.
+    """
+    form = form or f.name
     digest = md5sum(path)
+    if form == f.raw_name:
+        if digest != f.raw_md5:
+            raise FetchError(f"checksum mismatch for {form} ({f.note}, decompressed {f.name}): md5 {digest}, expected "
+                             f"{f.raw_md5} (the decompressed content; the published {f.name} has md5 {f.md5})")
+        return digest
     if f.md5 is not None and digest != f.md5:
-        raise FetchError(f"checksum mismatch for {f.name} ({f.note}): md5 {digest}, expected {f.md5}")
+        if f.raw_md5 is None or downloaded:
+            raise FetchError(f"checksum mismatch for {f.name} ({f.note}): md5 {digest}, expected {f.md5}")
+        try:
+            raw = _gunzip_md5(path)
+        except (OSError, EOFError, zlib.error) as exc:
+            raw = f"none: not a complete gzip stream ({type(exc).__name__}: {exc})"
+        if raw != f.raw_md5:
+            raise FetchError(f"checksum mismatch for {f.name} ({f.note}): md5 {digest}, decompressed md5 {raw}; "
+                             f"expected the published md5 {f.md5} or a recompressed file whose decompressed "
+                             f"content has md5 {f.raw_md5}")
     if f.check is not None:
         try:
             f.check(path)
@@ -134,32 +176,55 @@ def _verify(path: Path, f: RemoteFile) -> str:
     return digest
 
 
+def _forms(f: RemoteFile) -> list[str]:
+    """The names a copy of `f` may have in a mirror or the data root: the original, then the decompressed one."""
+    return [f.name] + ([f.raw_name] if f.raw_name else [])
+
+
+def installed(dest: Path, f: RemoteFile) -> Path:
+    """The verified copy of `f` under a fetched dataset directory `dest`, in whichever form it was obtained."""
+    for n in _forms(f):
+        if (dest / n).is_file():
+            return dest / n
+    raise FetchError(f"{dest}: no {' or '.join(_forms(f))} ({f.note}); remove {dest / MARKER} and fetch again")
+
+
 def _where_to_place(f: RemoteFile, source: Source, dest: Path, mirror: Path | None) -> str:
     expect = f"md5 {f.md5}" if f.md5 else "checked by content"
     mirror_hint = f"{mirror / source.name / f.name}" if mirror else f"<mirror>/{source.name}/{f.name} (and pass --mirror <mirror>)"
-    return (f"place {f.name} ({f.note}, {expect}; from {f.urls[0]}) at {mirror_hint} or at {dest / f.name}")
+    raw = (f"; or the decompressed {f.raw_name} (md5 {f.raw_md5}), or a recompressed {f.name} with that content, "
+           f"in the same places" if f.raw_name else "")
+    return f"place {f.name} ({f.note}, {expect}; from {f.urls[0]}) at {mirror_hint} or at {dest / f.name}{raw}"
 
 
-def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None) -> str:
-    """Put a verified copy of `f` at `dest/f.name`; return its md5."""
-    target = dest / f.name
-    if target.exists():
-        # Only verified files are renamed into place, so a failing one was put there by hand:
-        # report it rather than delete someone's file.
-        try:
-            return _verify(target, f)
-        except FetchError as exc:
-            raise FetchError(f"{source.name}: existing {target} fails verification ({exc}); remove or replace it") from None
-    if mirror is not None and (mirror / source.name / f.name).is_file():
-        src = mirror / source.name / f.name
-        return _install(target, f, lambda tmp: shutil.copyfile(src, tmp), origin=str(src))
+def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None, new: list[Path]) -> tuple[str, str]:
+    """Put a verified copy of `f` under `dest`; return (its file name there, its md5).
+
+    Files this call creates are appended to `new` (so a later failure can remove them).
+    """
+    for n in _forms(f):
+        target = dest / n
+        if target.exists():
+            # Only verified files are renamed into place, so a failing one was put there by hand:
+            # report it rather than delete someone's file.
+            try:
+                return n, _verify(target, f, n)
+            except FetchError as exc:
+                raise FetchError(f"{source.name}: existing {target} fails verification ({exc}); remove or replace it") from None
+    if mirror is not None:
+        for d in (source.name, *source.mirror_aliases):
+            for n in _forms(f):
+                src = mirror / d / n
+                if src.is_file():
+                    return n, _install(dest / n, f, lambda tmp, src=src: shutil.copyfile(src, tmp), str(src), new, form=n)
     if is_offline():
         raise FetchError(f"{source.name}: {f.name} is not available offline "
                          f"(OPTIREP_OFFLINE/HF_HUB_OFFLINE is set): {_where_to_place(f, source, dest, mirror)}")
     errors = []
     for url in f.urls:
         try:
-            return _install(target, f, lambda tmp, url=url: _download(url, tmp), origin=url)
+            return f.name, _install(dest / f.name, f, lambda tmp, url=url: _download(url, tmp), url, new,
+                                    downloaded=True)
         except FetchError:
             raise
         except OSError as exc:  # URLError, HTTPError, timeouts, resets
@@ -168,17 +233,19 @@ def _obtain(f: RemoteFile, source: Source, dest: Path, mirror: Path | None) -> s
                      f"{_where_to_place(f, source, dest, mirror)}")
 
 
-def _install(target: Path, f: RemoteFile, produce, origin: str) -> str:
-    """Write into a temp file beside `target`, verify, then rename into place."""
+def _install(target: Path, f: RemoteFile, produce, origin: str, new: list[Path], form: str | None = None,
+             downloaded: bool = False) -> str:
+    """Write into a temp file beside `target`, verify, then rename into place (and record it in `new`)."""
     # not mkstemp: its 0600 mode would make a shared data root unreadable to others
-    tmp = target.with_name(f".{f.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
     try:
         produce(tmp)
         try:
-            digest = _verify(tmp, f)
+            digest = _verify(tmp, f, form, downloaded=downloaded)
         except FetchError as exc:
             raise FetchError(f"{exc} (from {origin})") from None
         os.replace(tmp, target)
+        new.append(target)
         return digest
     finally:
         tmp.unlink(missing_ok=True)

@@ -9,7 +9,10 @@ data_args (all optional; an unknown one is an error that lists the accepted ones
 | `train_fraction` | all | (0, 1]: stratified per-class fraction of the remaining train (LM: the leading fraction of train tokens) |
 | `per_class` | classification | examples per class kept for training (instead of `train_fraction`) |
 | `subset_seed` | classification | seed of the training subset; default = `seed`, so every optimizer at a seed shares it |
-| `augment` | cifar10, cifar100, digits32 | bool; True (default for CIFAR, the V6 protocol) sets `info["augment"] = "crop_flip"`: the loop calls `optirep.data.augment(x, info["augment"], g, fill=info["augment_fill"])` per training batch |
+| `pad` | mnist, fashion_mnist | int >= 0 (default 0): pixels of background (0, before normalisation) added on each side; 2 gives 32x32, the size of CIFAR models |
+| `test_size` | mnist, fashion_mnist | int >= 1: keep only the first N official test images (quick checks of a task on real data; a study uses the whole test set, the default) |
+| `channels` | mnist, fashion_mnist | 1 (default) or 3: the grey image replicated to 3 channels (for 3-channel models; every channel gets the 1-channel statistics) |
+| `augment` | cifar10, cifar100, digits32, mnist and fashion_mnist at 32x32 (`pad: 2`) | bool; True (default for CIFAR, the V6 protocol) sets `info["augment"] = "crop_flip"`: the loop calls `optirep.data.augment(x, info["augment"], g, fill=info["augment_fill"])` per training batch |
 | `normalize` | image | protocol name, see `NORMALIZE`: cifar10 "v6" (mean=std=0.5, default) / "grn" / "none"; cifar100 "v6" (default) / "none"; mnist, fashion_mnist "neuroplastic" (0.5, 0.5; default) / "grn" (0.1307, 0.3081; the GRN MNIST protocol) / "none"; digits "half" (x/16 then (x-0.5)/0.5; default) / "none" |
 | `tokenizer` | LM, text | see `optirep.data.text` |
 | `max_len` | imdb, ag_news | tokens per example (default 128, the GRN protocol) |
@@ -38,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optirep.data.fetch import data_root, fetch, hf_split_files, md5sum
+from optirep.data.fetch import data_root, fetch, hf_split_files, installed, md5sum
 from optirep.data.formats import (MNIST1D_SEED, VOC_CLASSES, VOC_VOID, digits, mnist1d, read_cifar, read_idx,
                                   read_parquet, read_voc)
 from optirep.data.sources import EMBEDDED, SOURCES
@@ -74,8 +77,8 @@ _NUM_CLASSES = {"digits8": 10, "digits32": 10, "mnist1d": 10, "mnist": 10, "fash
                 "cifar10": 10, "cifar100": 100, "imdb": 2, "ag_news": 4}
 _CLASSIFICATION_ARGS = {"val_size", "split_seed", "train_fraction", "per_class", "subset_seed"}
 _ALLOWED = {
-    **{n: _CLASSIFICATION_ARGS | {"normalize", "augment"} for n in ("mnist", "fashion_mnist", "cifar10", "cifar100",
-                                                                     "digits8", "digits32")},
+    **{n: _CLASSIFICATION_ARGS | {"normalize", "augment"} for n in ("cifar10", "cifar100", "digits8", "digits32")},
+    **{n: _CLASSIFICATION_ARGS | {"normalize", "augment", "pad", "channels", "test_size"} for n in ("mnist", "fashion_mnist")},
     "mnist1d": _CLASSIFICATION_ARGS | {"normalize"},
     "tinyshakespeare": {"tokenizer", "val_size", "train_fraction"},
     "wikitext2": {"tokenizer", "train_fraction"},
@@ -123,7 +126,7 @@ def _read_arrays(name: str, root, mirror, split_seed: int):
         return xtr, ytr, xte, yte
     if name in ("mnist", "fashion_mnist"):
         d = fetch(name, root, mirror)
-        arrays = [read_idx(d / f.name) for f in SOURCES[name].files]
+        arrays = [read_idx(installed(d, f)) for f in SOURCES[name].files]
         for (x, y), split in (((arrays[0], arrays[1]), "train"), ((arrays[2], arrays[3]), "t10k")):
             if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
                 raise ValueError(f"{d}: {split} images {x.shape} and labels {y.shape} do not match")
@@ -147,7 +150,8 @@ def _to_float(x: np.ndarray) -> torch.Tensor:
 
 
 def _load_array(name: str, root, mirror, seed: int, val_size=None, split_seed: int = 0, train_fraction=None,
-                per_class=None, subset_seed=None, normalize=None, augment=None) -> Splits:
+                per_class=None, subset_seed=None, normalize=None, augment=None, pad: int = 0, channels: int = 1,
+                test_size=None) -> Splits:
     if name == "mnist1d":
         if normalize not in (None, "none"):
             raise ValueError(f"normalize for mnist1d must be 'none' (the generator standardises), got {normalize!r}")
@@ -159,12 +163,21 @@ def _load_array(name: str, root, mirror, seed: int, val_size=None, split_seed: i
         if protocol not in protocols:
             raise ValueError(f"normalize for {name} must be one of {list(protocols)}, got {protocol!r}")
         mean, std = protocols[protocol]
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise ValueError(f"pad for {name} must be an int >= 0 (pixels per side), got {pad!r}")
+    if isinstance(channels, bool) or channels not in (1, 3):
+        raise ValueError(f"channels for {name} must be 1 or 3, got {channels!r}")
     if augment is None:
         augment = name in ("cifar10", "cifar100")
-    if augment and name not in _AUGMENTABLE:
-        raise ValueError(f"augment=True is only defined for {sorted(_AUGMENTABLE)} (crop+flip of 32x32 images), not {name}")
+    if augment and not (name in _AUGMENTABLE or (name in ("mnist", "fashion_mnist") and 28 + 2 * pad == 32)):
+        raise ValueError(f"augment=True is only defined for {sorted(_AUGMENTABLE)} and for mnist/fashion_mnist padded "
+                         f"to 32x32 (pad: 2) (crop+flip of 32x32 images), not {name} with pad {pad}")
 
     xtr, ytr, xte, yte = _read_arrays(name, root, mirror, split_seed)
+    if test_size is not None:
+        if isinstance(test_size, bool) or not isinstance(test_size, int) or test_size < 1:
+            raise ValueError(f"test_size for {name} must be an int >= 1 (test images kept), got {test_size!r}")
+        xte, yte = xte[:test_size], yte[:test_size]
     if val_size is None:
         val_size = 5000 if name in ("cifar10", "cifar100") else 0.1
     tr_pos, val_pos = carve_val(ytr, val_size, split_seed)
@@ -177,10 +190,14 @@ def _load_array(name: str, root, mirror, seed: int, val_size=None, split_seed: i
             # bilinear to CIFAR's 32x32 and 3 channels, so CIFAR models and Grad-CAM run unchanged
             t = torch.nn.functional.interpolate(t, size=(32, 32), mode="bilinear", align_corners=False)
             t = t.clamp_(0.0, 1.0).expand(-1, 3, -1, -1).contiguous()
+        if pad:
+            t = torch.nn.functional.pad(t, (pad,) * 4)  # black (0) borders, as the digits' background
         if mean is not None:
             m = torch.tensor(mean).reshape(1, -1, 1, 1)
             s = torch.tensor(std).reshape(1, -1, 1, 1)
             t = t.sub_(m).div_(s)
+        if channels == 3 and t.shape[1] == 1:
+            t = t.expand(-1, 3, -1, -1)  # a view: the 3 channels share storage (a third of the memory)
         return TensorSplit(t, torch.from_numpy(np.ascontiguousarray(y[idx_x])))
 
     train = make(train_idx, xtr, ytr)
@@ -205,6 +222,7 @@ def _load_array(name: str, root, mirror, seed: int, val_size=None, split_seed: i
         "n_train": len(train), "n_val": len(val), "n_test": len(test),
         "subset": {"val_size": len(val), "split_seed": split_seed, "train_fraction": train_fraction,
                    "per_class": per_class, "subset_seed": sub_seed},
+        **({"pad": pad, "channels": channels, "test_size": test_size} if name in ("mnist", "fashion_mnist") else {}),
     }
     return Splits(train, val, test, info)
 

@@ -1,7 +1,8 @@
 """Where every dataset comes from: URLs, original file names and how each file is verified.
 
 `SOURCES` maps a name (what `optirep fetch <name>` takes) to a `Source`. A file is verified by
-md5 when the upstream bytes are stable, otherwise by a content check (GPT-2 `vocab.json`, whose
+md5 when the upstream bytes are stable (gzip files also record the md5 of their decompressed
+content, so a decompressed or recompressed copy can be verified too), otherwise by a content check (GPT-2 `vocab.json`, whose
 whitespace differs between copies; the BERT vocabulary). Hugging Face datasets (WikiText, IMDB,
 AG_NEWS) are verified by structure: every split present, readable, with the expected columns.
 An extracted archive is checked for the members it must hold and, where a source gives one, by
@@ -35,6 +36,11 @@ class RemoteFile:
         check: raises ValueError (with the reason) when the content is wrong; used when the
             bytes legitimately differ between copies.
         note: what the file is, for error messages.
+        raw_md5: for a gzip file, the md5 of its decompressed content. A mirror (or the data root)
+            may then hold the file in either of two more forms, both verified by this md5: the
+            decompressed file under `raw_name` (the name without `.gz`), or a `.gz` recompressed by
+            someone else (Debian's packages), whose bytes differ from the published ones. A
+            download is verified by `md5` alone.
     """
 
     name: str
@@ -42,6 +48,12 @@ class RemoteFile:
     md5: str | None = None
     check: Callable[[Path], None] | None = None
     note: str = ""
+    raw_md5: str | None = None
+
+    @property
+    def raw_name(self) -> str | None:
+        """The decompressed file's name (`name` without `.gz`), or None when no `raw_md5` is known."""
+        return self.name[:-3] if self.raw_md5 is not None and self.name.endswith(".gz") else None
 
     def __post_init__(self) -> None:
         if self.md5 is None and self.check is None:
@@ -72,6 +84,8 @@ class Source:
         columns: columns every split of an HF dataset must have.
         requires: other sources `optirep fetch <name>` also fetches (the default tokenizer).
         homepage: where a user without this tool would get the files.
+        mirror_aliases: other directory names a mirror may use for this dataset (Debian installs
+            Fashion-MNIST under `/usr/share/datasets/fashion-mnist/`).
     """
 
     name: str
@@ -84,6 +98,7 @@ class Source:
     columns: tuple[str, ...] = ()
     requires: tuple[str, ...] = ()
     homepage: str = ""
+    mirror_aliases: tuple[str, ...] = ()
 
 
 def _check_gpt2_vocab(path: Path) -> None:
@@ -133,8 +148,10 @@ _FMNIST_URLS = ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",)
 _IDX = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
-def _idx_files(bases: tuple[str, ...], md5s: tuple[str, ...], what: str) -> tuple[RemoteFile, ...]:
-    return tuple(RemoteFile(n, tuple(b + n for b in bases), md5=m, note=what) for n, m in zip(_IDX, md5s))
+def _idx_files(bases: tuple[str, ...], md5s: tuple[str, ...], raw_md5s: tuple[str, ...],
+               what: str) -> tuple[RemoteFile, ...]:
+    return tuple(RemoteFile(n, tuple(b + n for b in bases), md5=m, raw_md5=r, note=what)
+                 for n, m, r in zip(_IDX, md5s, raw_md5s, strict=True))
 
 
 SOURCES: dict[str, Source] = {
@@ -157,16 +174,22 @@ SOURCES: dict[str, Source] = {
         ),
         Source(
             "mnist",
+            # published .gz md5 (torchvision's table), then the md5 of each decompressed file
             files=_idx_files(_MNIST_URLS, ("f68b3c2dcbeaaa9fbdd348bbdeb94873", "d53e105ee54ea40749a09fcbcd1e9432",
-                                           "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"), "MNIST IDX"),
+                                           "9fb629c4189551a2d022fa330f9573f3", "ec29112dd5afa0611ce80d1b7f02629c"),
+                             ("6bbc9ace898e44ae57da46a324031adb", "a25bea736e30d166cdddb491f175f624",
+                              "2646ac647ad5339dbf082846283269ea", "27ae3e4e09519cfbb04c329615203637"), "MNIST IDX"),
             homepage="http://yann.lecun.com/exdb/mnist/",
         ),
         Source(
             "fashion_mnist",
             files=_idx_files(_FMNIST_URLS, ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", "25c81989df183df01b3e8a0aad5dffbe",
                                             "bef4ecab320f06d8554ea6380940ec79", "bb300cfdad3c16e7a12a480ee83cd310"),
+                             ("f4a8712d7a061bf5bd6d2ca38dc4d50a", "9018921c3c673c538a1fc5bad174d6f9",
+                              "8181f5470baa50b63fa0f6fddb340f0a", "15d484375f8d13e6eb1aabb0c3f46965"),
                              "Fashion-MNIST IDX"),
             homepage="https://github.com/zalandoresearch/fashion-mnist",
+            mirror_aliases=("fashion-mnist",),
         ),
         Source(
             "voc2012",
@@ -253,17 +276,20 @@ def get_source(name: str) -> Source:
 
 
 @contextlib.contextmanager
-def override_checksums(name: str, md5: dict[str, str]) -> Iterator[Source]:
+def override_checksums(name: str, md5: dict[str, str], raw_md5: dict[str, str] | None = None) -> Iterator[Source]:
     """Temporarily expect other md5s for some files of `name` (a private copy, a test fixture).
 
-    `md5` maps original file names to md5 hex digests; names not in the source are an error.
+    `md5` maps original file names to md5 hex digests of their bytes, `raw_md5` (gzip files) to
+    md5 digests of their decompressed content; names not in the source are an error.
     """
     source = get_source(name)
+    raw_md5 = raw_md5 or {}
     known = {f.name for f in source.files}
-    unknown = set(md5) - known
+    unknown = (set(md5) | set(raw_md5)) - known
     if unknown:
         raise KeyError(f"override_checksums({name!r}): unknown files {sorted(unknown)}; files: {sorted(known)}")
-    files = tuple(dataclasses.replace(f, md5=md5[f.name], check=None) if f.name in md5 else f for f in source.files)
+    files = tuple(dataclasses.replace(f, md5=md5.get(f.name, f.md5), raw_md5=raw_md5.get(f.name, f.raw_md5), check=None)
+                  if f.name in md5 or f.name in raw_md5 else f for f in source.files)
     SOURCES[name] = dataclasses.replace(source, files=files)
     try:
         yield SOURCES[name]

@@ -40,6 +40,8 @@ class Planeswalker(nn.Module):
         - `auto_pursuit` defaults to False: the seed's class default is True, but its experiment
           used False and `step_weights=True` on every call, which is `pw(...)` then
           `pw.step_weights()` here (the same for pool_size 1).
+        - When every term is exactly flat (sum_j slew_j = 0) the targets are 1/n: the seed divides 0 by 0
+          there and its weights become NaN for the rest of the run (no flag: NaN weights cannot train).
         - `target="rect_delta"` is the seed's commented-out alternative (u_i ~ max_j slope_j -
           slope_i on signed slopes). The README's "gradient magnitude" reading (u_i ~ ||grad L_i||)
           is not implemented: it needs one backward per term.

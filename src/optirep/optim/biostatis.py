@@ -12,11 +12,12 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
+from ._base import BioOptimizer, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
 from .registry import Entry
 
 _NAME = "BiostatisV6"
 _HIERARCHIES = ("hierarchical", "global")
+_SENSOR_SCOPES = ("all_groups", "per_group")
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "memory_ema_1", "memory_ema_2")
 
 
@@ -39,7 +40,7 @@ def _update_kernel(p, g, m, v, M1, M2, c):
     return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
 
 
-class BiostatisV6(torch.optim.Optimizer):
+class BiostatisV6(BioOptimizer):
     r"""AdamW whose step is scaled by homeostatic gains and topped up with memory and gradient terms.
 
     Seed:
@@ -49,11 +50,12 @@ class BiostatisV6(torch.optim.Optimizer):
         the seed *code* where its README disagrees.
 
     Math:
-        Per step and per param group; ``g`` is one tensor's gradient, ``t`` its step (1-based),
-        ``n`` its element count, ``N`` the group's total element count, ``mean`` over elements.
+        Per step; ``g`` is one tensor's gradient, ``t`` its step (1-based), ``n`` its element count,
+        ``N`` the total element count of every gradient, ``mean`` over elements.
 
-        Sensors: energy ``E = mean(g^2)`` and coherence ``C = mean(|tanh g|)``, once over the whole
-        group (``E_g, C_g``: the seed's ``g_cat``) and once per tensor (``E_l, C_l``).
+        Sensors: energy ``E = mean(g^2)`` and coherence ``C = mean(|tanh g|)``, once over every gradient
+        of every param group (``E_g, C_g``: the seed's ``g_cat``; ``sensor_scope="per_group"``: over the
+        group's gradients only) and once per tensor (``E_l, C_l``).
 
         Gains. ``hierarchy="hierarchical"`` (V6-H), with ``k = global_strength`` (0.5),
         ``b_g = global_energy_blend`` (0.9), ``b_l = local_energy_blend`` (0.8):
@@ -101,12 +103,19 @@ class BiostatisV6(torch.optim.Optimizer):
           in float32 (an EMA with decay 0.999 stalls in bfloat16), so the state is 8 bytes per
           bf16 param byte there; ``load_state_dict`` keeps them float32.
         * Sparse gradients raise RuntimeError (V6-H did not check; V6-G raised).
+        * The global sensors pool every param group (``sensor_scope="all_groups"``); the seed's ``g_cat``
+          concatenates one param group's gradients (``sensor_scope="per_group"``). Identical with one
+          group, as in every seed run; pooling keeps the common no-decay grouping (biases and norms in a
+          second group with weight_decay=0) from changing the algorithm.
+        * Zero-element parameters are skipped (no state, no share in N).
 
     Warnings:
         * With ordinary gradients (|g| << 1) ``C`` sits far below ``c*``, so ``h`` is a near-constant
           learning-rate multiplier (about 1.28 with the CIFAR config rho=0.5, 1.02 with the GPT-1
           config) and ``e`` stays at 1; compare against AdamW at ``lr * h``, not at ``lr``.
-        * "Global" means per param group, as in the seed. A group must live on one device.
+        * A param group must live on one device (pooled sensors are gathered on the first group's).
+          With several groups the foreach/compiled paths hold every group's step buffers at once
+          (the sensors of all groups are needed before any group's update).
         * Low-precision params are rounded back to their dtype after each step (small updates of
           large bf16 weights are lost, as with torch's AdamW).
 
@@ -140,6 +149,7 @@ class BiostatisV6(torch.optim.Optimizer):
         true_ascent: subtract the ascent term from g~ (False = seed code, which adds it).
         bias_correct_extras: divide the F and g~ terms by bc1 (True = seed code).
         wd_scaled_by_gains: decay by lr h e wd (False = seed code, lr wd).
+        sensor_scope: "all_groups" (E_g, C_g over every param group) or "per_group" (the seed's g_cat).
         diag_every: compute the extra-term share for diagnostics every this many steps (10; 0 = never);
             it costs two extra passes over the parameters.
         foreach: None or True = the fast multi-tensor path (torch._foreach_*, no host syncs);
@@ -182,6 +192,7 @@ class BiostatisV6(torch.optim.Optimizer):
         true_ascent: bool = False,
         bias_correct_extras: bool = True,
         wd_scaled_by_gains: bool = False,
+        sensor_scope: str = "all_groups",
         diag_every: int = 10,
         foreach: bool | None = None,
         compile: bool | str = "auto",
@@ -211,6 +222,7 @@ class BiostatisV6(torch.optim.Optimizer):
             check_hp(isinstance(value, (tuple, list)) and len(value) == 2 and all(finite(x) for x in value)
                      and 0 <= value[0] <= value[1], name, value, "must be a pair (lo, hi) with 0 <= lo <= hi")
         check_hp(hierarchy in _HIERARCHIES, "hierarchy", hierarchy, f"must be one of {list(_HIERARCHIES)}")
+        check_hp(sensor_scope in _SENSOR_SCOPES, "sensor_scope", sensor_scope, f"must be one of {list(_SENSOR_SCOPES)}")
         for name, value in [("symmetric_polarity", symmetric_polarity), ("true_ascent", true_ascent),
                             ("bias_correct_extras", bias_correct_extras),
                             ("wd_scaled_by_gains", wd_scaled_by_gains)]:
@@ -231,10 +243,12 @@ class BiostatisV6(torch.optim.Optimizer):
             local_clamp=tuple(local_clamp), ascent_ramp=ascent_ramp, importance_eps=importance_eps,
             cosine_eps=cosine_eps, symmetric_polarity=symmetric_polarity, true_ascent=true_ascent,
             bias_correct_extras=bias_correct_extras, wd_scaled_by_gains=wd_scaled_by_gains,
-            diag_every=diag_every, foreach=foreach, compile=compile,
+            sensor_scope=sensor_scope, diag_every=diag_every, foreach=foreach, compile=compile,
         )
         super().__init__(params, defaults)
-        self._diag = Diagnostics()
+        self._init_run_state()
+
+    _NAME = _NAME
 
     # ------------------------------------------------------------------ shared pieces
 
@@ -250,11 +264,14 @@ class BiostatisV6(torch.optim.Optimizer):
                 state[key] = torch.zeros_like(p, dtype=self._work_dtype(p), memory_format=torch.preserve_format)
         return state
 
+    # Host-side bookkeeping (Python-int step counters) runs outside any torch.compile'd region, so that
+    # torch.compile(opt.step) does not guard on the counters and recompile every step.
+    @torch.compiler.disable
     def _collect(self, group: dict):
-        """Params with a gradient, their float32/float64 working copies and their states."""
+        """Params with a gradient, their float32/float64 working copies and their states (step counters advanced)."""
         params, work, grads, states = [], [], [], []
         for p in group["params"]:
-            if p.grad is None:
+            if p.grad is None or p.numel() == 0:
                 continue
             check_not_sparse(p.grad, _NAME)
             dt = self._work_dtype(p)
@@ -266,6 +283,19 @@ class BiostatisV6(torch.optim.Optimizer):
             state["step"] += 1
             states.append(state)
         return params, work, grads, states
+
+    @staticmethod
+    @torch.compiler.disable
+    def _host_scalars(group: dict, states, grads, sdt: torch.dtype, dev: torch.device):
+        """Per-tensor step-dependent scalars as one [5, T] tensor on `dev` (rows: n, bc1, sqrt(bc2), 1/sqrt(bc2),
+        ascent ramp) and whether this is a diagnostics step. No device sync: the counters are host ints."""
+        b1, b2 = group["betas"]
+        steps = [s["step"] for s in states]
+        bc2s = [math.sqrt(1 - b2 ** t) for t in steps]
+        host = torch.tensor([[g.numel() for g in grads], [1 - b1 ** t for t in steps], bc2s, [1 / x for x in bc2s],
+                             [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]],
+                            dtype=sdt).to(dev, non_blocking=True)
+        return host, group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0
 
     @staticmethod
     def _gains(group: dict, E_g, C_g, E_l, C_l):
@@ -292,25 +322,18 @@ class BiostatisV6(torch.optim.Optimizer):
 
     def _record(self, gi: int, C_g, E_g, h, e, parts, fired) -> None:
         sfx = "" if gi == 0 else f"/group{gi}"
-        rec = self._diag.record
-        rec("C_g" + sfx, C_g)
-        rec("E_g" + sfx, E_g)
-        rec("h_g" + sfx, parts["h_g"])
-        rec("e_g" + sfx, parts["e_g"])
+        vals = {"C_g": C_g, "E_g": E_g, "h_g": parts["h_g"], "e_g": parts["e_g"]}
         if "h_l" in parts:
-            rec("h_local_mean" + sfx, parts["h_l"].mean())
-            rec("e_local_mean" + sfx, parts["e_l"].mean())
-        rec("h_mean" + sfx, h.mean())
-        rec("e_mean" + sfx, e.mean())
-        rec("h_min" + sfx, h.min())
-        rec("h_max" + sfx, h.max())
-        rec("ascent_fired_share" + sfx, fired.to(h.dtype).mean())
+            vals.update(h_local_mean=parts["h_l"].mean(), e_local_mean=parts["e_l"].mean())
+        vals.update(h_mean=h.mean(), e_mean=e.mean(), h_min=h.min(), h_max=h.max(),
+                    ascent_fired_share=fired.to(h.dtype).mean())
+        self._diag.record_all({k + sfx: v for k, v in vals.items()})
 
     def _record_share(self, gi: int, extra_sq, adam_sq) -> None:
         """Extra-term share: ||(lr/bc1)(mc F + gc g~)|| / ||(lr/bc1) m/denom|| over the group, and max per tensor."""
         sfx = "" if gi == 0 else f"/group{gi}"
-        self._diag.record("extra_share" + sfx, (extra_sq.sum() / adam_sq.sum()).sqrt())
-        self._diag.record("extra_share_max" + sfx, (extra_sq / adam_sq).sqrt().max())
+        self._diag.record_all({"extra_share" + sfx: (extra_sq.sum() / adam_sq.sum()).sqrt(),
+                               "extra_share_max" + sfx: (extra_sq / adam_sq).sqrt().max()})
 
     # ------------------------------------------------------------------ step
 
@@ -321,20 +344,46 @@ class BiostatisV6(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Each path is a generator: it yields its group's sensor sums (sum g^2, sum |tanh g|, N) and
+        # receives (E_g, C_g), pooled over every group or its own, before it updates the parameters.
+        runs = []
         for gi, group in enumerate(self.param_groups):
             params, work, grads, states = self._collect(group)
             if not params:
                 continue
             if group["foreach"] is False:
-                self._step_reference(gi, group, work, grads, states)
+                run = self._step_reference(gi, group, work, grads, states)
             elif use_compiled(group["compile"], sum(g.numel() for g in grads), grads[0].device):
-                self._step_compiled(gi, group, work, grads, states)
+                run = self._step_compiled(gi, group, work, grads, states)
             else:
-                self._step_foreach(gi, group, work, grads, states)
+                run = self._step_foreach(gi, group, work, grads, states)
+            runs.append((group, params, work, run, next(run)))
+        for (group, params, work, run, _), sensors in zip(runs, self._pool_sensors(runs)):
+            try:
+                run.send(sensors)
+            except StopIteration:
+                pass
             for p, w in zip(params, work):
                 if w is not p:
                     p.copy_(w)
         return loss
+
+    @staticmethod
+    def _pool_sensors(runs) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(E_g, C_g) per run: over every "all_groups" group together, or over the group's own sums."""
+        pooled = [r[4] for r in runs if r[0]["sensor_scope"] == "all_groups"]
+        if pooled:
+            dev = pooled[0][0].device
+            dt = torch.float64 if any(s[0].dtype == torch.float64 for s in pooled) else torch.float32
+            tot = torch.stack([torch.stack(s).to(dev, dt) for s in pooled]).sum(0)
+            every = (tot[0] / tot[2], tot[1] / tot[2])
+        out = []
+        for group, _, _, _, s in runs:
+            if group["sensor_scope"] == "all_groups":
+                out.append(tuple(x.to(s[0].device, s[0].dtype) for x in every))
+            else:
+                out.append((s[0] / s[2], s[1] / s[2]))
+        return out
 
     def _step_reference(self, gi, group, work, grads, states) -> None:
         """Single-tensor loop, the ground truth (follows the seed's order of operations)."""
@@ -344,8 +393,8 @@ class BiostatisV6(torch.optim.Optimizer):
         mc, gc = group["memory_coef"], group["grad_coef"]
         sdt = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         g_cat = torch.cat([g.reshape(-1).to(sdt) for g in grads])
-        E_g = g_cat.pow(2).mean()
-        C_g = g_cat.tanh().abs().mean()
+        E_g, C_g = yield (g_cat.pow(2).sum(), g_cat.tanh().abs().sum(), g_cat.new_tensor(float(g_cat.numel())))
+        del g_cat
         diag_due = group["diag_every"] > 0 and states[0]["step"] % group["diag_every"] == 0
         hs, es, fireds, h_ls, e_ls, extra_sq, adam_sq = [], [], [], [], [], [], []
         parts = {}
@@ -413,13 +462,8 @@ class BiostatisV6(torch.optim.Optimizer):
         M2_l = [s["memory_ema_2"] for s in states]
 
         # Per-tensor host scalars (the step counters are Python ints, so no sync).
-        steps = [s["step"] for s in states]
-        bc1 = [1 - b1 ** t for t in steps]
-        bc2_sqrt = [math.sqrt(1 - b2 ** t) for t in steps]
-        ramp = [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]
-        numel = [g.numel() for g in grads]
-        host = torch.tensor([numel, bc1, ramp], dtype=sdt).to(dev, non_blocking=True)
-        n_t, bc1_t, ramp_t = host[0], host[1], host[2]
+        host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
+        n_t, bc1_t, bc2s_t, _, ramp_t = host.unbind()
 
         def stack(xs):
             if len({x.dtype for x in xs}) > 1 or xs[0].dtype != sdt:
@@ -468,23 +512,21 @@ class BiostatisV6(torch.optim.Optimizer):
         if not group["symmetric_polarity"]:
             torch._foreach_addcmul_(extras, abs_g, (gc * half_tanh).to(grads[0].dtype).unbind())
         if not group["bias_correct_extras"]:
-            torch._foreach_mul_(extras, bc1)
+            torch._foreach_mul_(extras, bc1_t.unbind())
 
         torch._foreach_mul_(abs_g, 2.0)
         torch._foreach_sigmoid_(abs_g)
         tanh_l1 = 2 * sums(abs_g) - n_t
         del abs_g, buf
         g_sq = g_norm * g_norm
-        N = n_t.sum()
-        E_g, C_g = g_sq.sum() / N, tanh_l1.sum() / N
+        E_g, C_g = yield (g_sq.sum(), tanh_l1.sum(), n_t.sum())
         h, e, parts = self._gains(group, E_g, C_g, g_sq / n_t, tanh_l1 / n_t)
         h = h.expand_as(n_t)
         e = e.expand_as(n_t)
 
         # denom = sqrt(v)/sqrt(bc2) + eps
-        torch._foreach_div_(sq, bc2_sqrt)
+        torch._foreach_div_(sq, bc2s_t.unbind())
         torch._foreach_add_(sq, eps)
-        diag_due = group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0
         step_size = lr / bc1_t
         if diag_due:
             adam = torch._foreach_div(m_l, sq)
@@ -519,13 +561,8 @@ class BiostatisV6(torch.optim.Optimizer):
         def flat(x):
             return x.view(-1) if x.is_contiguous() else x
 
-        steps = [s["step"] for s in states]
-        bc1 = [1 - b1 ** t for t in steps]
-        host = torch.tensor([[g.numel() for g in grads], bc1,
-                             [1 / math.sqrt(1 - b2 ** t) for t in steps],
-                             [group["ascent_strength"] * (1 - math.exp(-group["ascent_ramp"] * t)) for t in steps]],
-                            dtype=sdt).to(dev, non_blocking=True)
-        n_t, bc1_t, inv_bc2s, ramp_t = host.unbind()
+        host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
+        n_t, bc1_t, _, inv_bc2s, ramp_t = host.unbind()
         tensors = [[flat(x) for x in (g, s["exp_avg"], s["exp_avg_sq"], s["memory_ema_1"], s["memory_ema_2"])]
                    for g, s in zip(grads, states)]
         sums = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
@@ -541,8 +578,7 @@ class BiostatisV6(torch.optim.Optimizer):
         else:
             b = half_tanh
         extra_scale = torch.ones_like(bc1_t) if group["bias_correct_extras"] else bc1_t
-        N = n_t.sum()
-        E_g, C_g = g_sq.sum() / N, tanh_l1.sum() / N
+        E_g, C_g = yield (g_sq.sum(), tanh_l1.sum(), n_t.sum())
         h, e, parts = self._gains(group, E_g, C_g, g_sq / n_t, tanh_l1 / n_t)
         h, e = h.expand_as(n_t), e.expand_as(n_t)
         step_size = lr / bc1_t
@@ -552,7 +588,7 @@ class BiostatisV6(torch.optim.Optimizer):
         norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
                              for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
         self._record(gi, C_g, E_g, h, e, parts, fired)
-        if group["diag_every"] > 0 and steps[0] % group["diag_every"] == 0:
+        if diag_due:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)
 
     # ------------------------------------------------------------------ state and diagnostics

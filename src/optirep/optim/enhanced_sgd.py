@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_hp, check_not_sparse
+from ._base import BioOptimizer, check_hp, check_not_sparse
 from .registry import Entry
 
 _NAME = "EnhancedSGD"
@@ -61,7 +61,7 @@ def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool |
     return -(h * h.log()).sum()
 
 
-class EnhancedSGD(torch.optim.Optimizer):
+class EnhancedSGD(BioOptimizer):
     """Heavy-ball SGD + per-tensor gradient centering + variance-based clipping + N(0, s^2) gradient
     noise, with an epsilon-greedy Q-learning controller of lr and momentum when a closure is given.
 
@@ -107,6 +107,8 @@ class EnhancedSGD(torch.optim.Optimizer):
           `self.state["controller"]`, so a resumed run is bit-identical (the seed's string keys in
           `self.state` break `state_dict()`).
         - The histogram is computed on the gradients' device (seed: numpy on the host).
+        - Zero-element parameters are skipped (no momentum buffer; the seed's `aminmax` fails on them).
+        - `steps_per_epoch` (not in the seed) derives the controller's epoch from the step count.
         - The seed's unused `slow_weights` (Lookahead, 1 P), `decay`, `usage_case`, `max_steps`,
           `layer_type_scaling`, `grad_cam_scaling` and the never-called Bayesian initialisation and
           `update_mix_prob` are left out; the unbounded grad-variance / entropy / lr history lists
@@ -141,6 +143,14 @@ class EnhancedSGD(torch.optim.Optimizer):
           range; for real gradients it is hugely negative and retention never triggers. The clip
           floor 0.5 makes clipping inert for typical gradients.
         - Centering zeroes the gradient of every 1-element tensor (e.g. a scalar bias / gain).
+        - The controller (Path B) runs only when `step()` gets a closure; without one the optimizer is
+          Path A and the first step() warns once (controller=False, the registry's
+          `enhanced_sgd_noclosure`, is Path A without the warning). Closures are passed by optirep's
+          `train` (registry `needs_closure`) and by PyTorch Lightning's automatic optimisation; the Hugging
+          Face Trainer and plain `loss.backward(); opt.step()` loops do not, and `GradScaler.step` refuses
+          a closure (fp16 AMP).
+        - The controller reads the epoch (Q-state, decay d): call `set_epoch(epoch)` each epoch (optirep's
+          `train` does) or pass `steps_per_epoch`; the first controller step warns once if neither is used.
         - With `grad_retention=True`, Path A keeps references to up to `gradient_buffer_size`
           processed gradient tensors alive (about 1.6 P on ResNet-18); the seed's deque stays empty
           in practice, so set `grad_retention=False` for memory measurements. It never changes an
@@ -170,6 +180,7 @@ class EnhancedSGD(torch.optim.Optimizer):
         fix_spike_correction, use_grad_scale, apply_weight_decay (all False): see above.
         seed (None): seed of the noise and exploration generators; None draws it from the global
             torch RNG at construction.
+        steps_per_epoch (None): None (the epoch comes from set_epoch) or the steps per epoch.
         foreach (None): None or True uses the torch._foreach_* path, False the reference loop.
     """
 
@@ -206,6 +217,7 @@ class EnhancedSGD(torch.optim.Optimizer):
         use_grad_scale: bool = False,
         apply_weight_decay: bool = False,
         seed: int | None = None,
+        steps_per_epoch: int | None = None,
         foreach: bool | None = None,
     ):
         check_hp(isinstance(lr, (int, float)) and lr >= 0.0, "learning rate", lr, "must be >= 0")
@@ -227,10 +239,15 @@ class EnhancedSGD(torch.optim.Optimizer):
         check_hp(isinstance(gradient_buffer_size, int) and gradient_buffer_size >= 1, "gradient_buffer_size",
                  gradient_buffer_size, "must be an int >= 1")
         check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
+        check_hp(steps_per_epoch is None or (isinstance(steps_per_epoch, int) and not isinstance(steps_per_epoch, bool)
+                                             and steps_per_epoch >= 1), "steps_per_epoch", steps_per_epoch,
+                 "must be None or an int >= 1")
         defaults = dict(lr=lr, momentum=momentum, weight_decay=weight_decay, apply_weight_decay=apply_weight_decay,
                         gradient_centering=gradient_centering, gradient_clipping=gradient_clipping,
                         apply_noise=apply_noise, noise_scale=noise_scale, foreach=foreach)
         super().__init__(params, defaults)
+        self._init_run_state()
+        self.steps_per_epoch = steps_per_epoch
         # Controller settings are optimizer-wide: the seed has one controller over all groups.
         self.smoothing_factor = float(smoothing_factor)
         self.controller = bool(controller)
@@ -252,20 +269,23 @@ class EnhancedSGD(torch.optim.Optimizer):
         if seed is None:
             seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         self.state["controller"] = dict(
-            step=0, epoch=1, seed=int(seed), epsilon=float(q_epsilon),
+            step=0, epoch=1, epoch_set=False, seed=int(seed), epsilon=float(q_epsilon),
             scales={k: 1.0 for k in _SCALARS}, q_table={}, loss_history=[], pending=None,
             sigma2=None, sigma2_prev=None, entropy=None, entropy_prev=None,
         )
         self._explore_gen = torch.Generator().manual_seed(int(seed) + 1)
         self._noise_gen: torch.Generator | None = None
         self._retained: deque = deque(maxlen=gradient_buffer_size)
-        self._diag = Diagnostics()
+
+    _NAME = _NAME
 
     # --- state -------------------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
         """Record the current epoch (the seed's `current_epoch`; enters the Q-state and the decay d)."""
         self.state["controller"]["epoch"] = int(epoch)
+        self.state["controller"]["epoch_set"] = True
 
+    @torch.compiler.disable
     def _noise_generator(self, device: torch.device) -> torch.Generator:
         if self._noise_gen is None or self._noise_gen.device != device:
             self._noise_gen = torch.Generator(device=device).manual_seed(self.state["controller"]["seed"])
@@ -325,14 +345,14 @@ class EnhancedSGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         ctl = self.state["controller"]
-        ctl["step"] += 1
+        self._begin_step(closure is None)
 
         per_group = []
         all_grads = []
         for group in self.param_groups:
             ps, gs = [], []
             for p in group["params"]:
-                if p.grad is None:
+                if p.grad is None or p.numel() == 0:
                     continue
                 check_not_sparse(p.grad, _NAME)
                 ps.append(p)
@@ -344,23 +364,35 @@ class EnhancedSGD(torch.optim.Optimizer):
 
         run_controller = self.controller and loss is not None
         clip = None
+        stats: dict[str, Any] = {}
         if any(g["gradient_clipping"] for g in self.param_groups) or self.grad_retention or self.controller:
             sigma2, entropy = self._update_stats(all_grads)
             if any(g["gradient_clipping"] for g in self.param_groups):
                 bound = (2.0 * sigma2.sqrt()).clamp(0.5, 10.0)
                 clip = torch.where(sigma2 > 0, bound, torch.full_like(bound, math.inf))
-                self._diag.record("clip", clip)
-            self._diag.record("sigma2", sigma2)
+                stats["clip"] = clip
+            stats["sigma2"] = sigma2
             if entropy is not None:
-                self._diag.record("entropy", entropy)
+                stats["entropy"] = entropy
 
         if run_controller:
-            lrs, moms, gscale, obs = self._control(loss)
+            self._controlled_update(loss, per_group, all_grads, clip, stats)
         else:
             lrs = [g["lr"] for g in self.param_groups]
             moms = [g["momentum"] for g in self.param_groups]
-            gscale, obs = None, None
+            self._update(per_group, all_grads, lrs, moms, clip, None, None, stats)
+        return loss
 
+    @torch.compiler.disable
+    def _controlled_update(self, loss, per_group, all_grads, clip, stats) -> None:
+        """Path B: the controller's lr and momentum change every step and come from host values (the Q-table),
+        so the whole controlled update runs outside any compiled region (no per-value recompiles)."""
+        lrs, moms, gscale, obs = self._control(loss)
+        self._update(per_group, all_grads, lrs, moms, clip, gscale, obs, stats)
+        self._learn(obs)
+
+    def _update(self, per_group, all_grads, lrs, moms, clip, gscale, obs, stats) -> None:
+        """The groups' heavy-ball updates of the processed gradients, then the step's diagnostics."""
         noise_gen = self._noise_generator(all_grads[0].device)
         for group, (ps, gs), lr, mu in zip(self.param_groups, per_group, lrs, moms):
             if not ps:
@@ -376,14 +408,33 @@ class EnhancedSGD(torch.optim.Optimizer):
             if self.grad_retention:
                 self._retain(processed, gs, obs)
 
-        self._diag.record("lr", lrs[0])
-        self._diag.record("momentum", moms[0])
-        self._diag.record("epsilon", ctl["epsilon"])
-        self._diag.record("lr_scale", ctl["scales"]["lr_scale"])
-        if run_controller:
-            self._learn(obs)
-        return loss
+        self._record_step(stats, lrs[0], moms[0])
 
+    # The host-side parts (Python-int counters, the Q-table, the noise generator, histc's host bounds, the
+    # retention deque) run outside any torch.compile'd region, so that torch.compile(opt.step) neither breaks
+    # inside a loop nor guards on values that change every step.
+    @torch.compiler.disable
+    def _begin_step(self, no_closure: bool) -> None:
+        """Advance the step counter (and the epoch with steps_per_epoch); the one-time warnings."""
+        ctl = self.state["controller"]
+        if self.steps_per_epoch is not None:
+            ctl["epoch"] = ctl["step"] // self.steps_per_epoch + 1
+        ctl["step"] += 1
+        if self.controller and no_closure:
+            self._warn_once("closure", f"{_NAME}: controller=True but step() got no closure, so the Q-learning "
+                            "controller does not run (Path A: the seed's experiments); pass a closure that "
+                            "returns the loss, or controller=False ('enhanced_sgd_noclosure') to silence this")
+        elif self.controller and self.steps_per_epoch is None and not ctl.get("epoch_set", True):
+            self._warn_once("epoch", f"{_NAME}: the controller reads the epoch (Q-state and lr decay), but neither "
+                            "set_epoch() nor steps_per_epoch= is used, so the epoch stays 1; call "
+                            "opt.set_epoch(epoch) at each epoch start or pass steps_per_epoch=len(train_loader)")
+
+    @torch.compiler.disable
+    def _draw_noise(self, gen: torch.Generator, gs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """N(0, 1) tensors shaped like `gs`, drawn in order from the noise generator."""
+        return [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
+
+    @torch.compiler.disable
     def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
         ctl = self.state["controller"]
@@ -414,6 +465,12 @@ class EnhancedSGD(torch.optim.Optimizer):
             entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads])
             ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
         return sigma2, entropy
+
+    @torch.compiler.disable
+    def _record_step(self, stats: dict, lr, momentum) -> None:
+        ctl = self.state["controller"]
+        self._diag.record_all({**stats, "lr": lr, "momentum": momentum, "epsilon": ctl["epsilon"],
+                               "lr_scale": ctl["scales"]["lr_scale"]})
 
     # Both group updates apply the same ops in the same order, drawing the noise tensor by tensor
     # from the same generator, so they agree in float64 to rounding.
@@ -449,7 +506,7 @@ class EnhancedSGD(torch.optim.Optimizer):
                 fresh = True
             torch._foreach_clamp_max_(gs, [clip] * len(gs))
         if group["apply_noise"]:
-            noise = [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
+            noise = self._draw_noise(gen, gs)
             if fresh:
                 torch._foreach_add_(gs, noise, alpha=group["noise_scale"])
             else:
@@ -464,6 +521,7 @@ class EnhancedSGD(torch.optim.Optimizer):
         torch._foreach_add_(ps, bufs, alpha=-lr)
         return gs
 
+    @torch.compiler.disable
     def _retain(self, processed, raw, obs) -> None:
         entropy = self.state["controller"]["entropy"]
         if obs is not None:  # Path B: H is already on the host

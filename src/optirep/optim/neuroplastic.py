@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import Diagnostics, check_betas, check_compile, check_hp, compiled, params_with_grad, use_compiled
+from ._base import BioOptimizer, check_betas, check_compile, check_hp, compiled, params_with_grad, use_compiled
 from .registry import Entry
 
 _NAME = "NeuroPlastic"
@@ -34,8 +34,13 @@ HYBRID_BASES = ("adamw", "sgd_momentum")
 HYBRID_TARGETS = ("gain", "momentum", "trust_ratio")
 PHASE_SCOPES = ("all", "early", "middle", "late")
 LAYER_SCOPES = ("all", "early_blocks", "late_blocks", "classifier")
+PHASE_BOUNDARIES = ("seed", "thirds")
+SENSOR_SCOPES = ("all_groups", "per_group")
 # Layer groups by parameter order (the seed's "stem" group is unreachable and left out).
 _LAYER_NAMES = ("early_blocks", "late_blocks", "classifier")
+# Label of the middle body tensor when the body count is odd: "early_blocks" for the LR controller and in
+# both the early_blocks and the late_blocks layer scope (the seed's ceil/floor split).
+_MIDDLE = 3
 
 
 def _traces_kernel(g, a, m, v, eps: float):
@@ -67,7 +72,7 @@ def _gradonly_kernel(p, g, k):
     return u, (u * u).sum()
 
 
-class NeuroPlastic(torch.optim.Optimizer):
+class NeuroPlastic(BioOptimizer):
     """NeuroPlastic (arXiv:2604.26297): SGD whose gradient is scaled per element by a plasticity coefficient.
 
     Seed:
@@ -89,31 +94,42 @@ class NeuroPlastic(torch.optim.Optimizer):
         Update direction u by `update_rule`:
             classic:              u = alpha g
             bounded_residual:     r = (alpha - 1) g clipped to ||r|| <= residual_max_ratio ||g||;  u = g + r
-            orthogonal_residual:  q = (alpha - alpha_g) g minus its projection on g
-                                  (q <- q ||g|| / (||q|| + eps) if match_grad_norm),
+            orthogonal_residual:  if ||g||^2 <= eps: q = 0 (the seed's small-gradient skip), else
+                                  q = (alpha - alpha_g) g minus its projection on g
+                                  (q <- q ||g|| / (||q|| + eps) if match_grad_norm and ||q|| > eps),
                                   q <- orthogonal_lambda * schedule(progress) * q, clipped to
                                   orthogonal_max_ratio ||g||;  u = g + q
             hybrid:               base = adamw: m_hat / (sqrt(v_hat) + eps) (own buffers, betas base_betas,
                                   bias-corrected) | sgd_momentum: b <- base_momentum b + (g + wd p);
                                   s = alpha - 1; delta = s base (gain) | s m_ref (momentum: m_hat or b)
-                                  | s (clip(||p|| / (||base|| + eps), 0.5, 1.5) - 1) base (trust_ratio);
+                                  | s (clip(||p|| / (||base|| + clip_eps), 0.5, 1.5) - 1) base (trust_ratio);
                                   delta <- modulation_strength * phase_gate * layer_gate * delta, clipped to
                                   modulation_max_ratio ||base||;  u = base + delta
+            "x clipped to ||x|| <= L" is x <- x L / (||x|| + e) where ||x|| > L, with e = clip_eps (1e-12, the
+            seed's) for r and delta, e = eps for q (as the seed).
         Weight decay: coupled u <- u + wd p (classic/residual rules, decoupled_weight_decay=False);
             p <- p (1 - lr_eff wd) before the step for decoupled_weight_decay=True and the AdamW hybrid;
             inside the momentum buffer for the SGD hybrid.
         Homeostatic stabiliser: if ||u|| > max_update_norm: u <- u max_update_norm / (||u|| + eps);
             rms = sqrt(mean(u^2) + eps); u <- clip(1 + adaptation_rate (target_rms - rms), 0.5, 1.5) u.
         LR controller (lr_controller_mode != off): sigma = mean(log(max(alpha, 1e-8) / max(alpha_g, 1e-8)))
-            per tensor (non-finite -> 0; 0 in the ablation mode); tensors grouped by position in the
-            optimizer's parameter order: classifier = last 2, early_blocks = first half of the rest,
-            late_blocks = the remainder; mult = clip(1 + lr_controller_strength * mean(sigma),
-            lr_controller_low, lr_controller_high) over all tensors (global), per layer group
-            (layerwise) or for the classifier only (classifier_only; others 1).
+            per tensor (non-finite -> 0; 0 in the ablation mode); mult = clip(1 + lr_controller_strength *
+            mean(sigma), lr_controller_low, lr_controller_high) with the mean over all tensors (global), over
+            the tensor's layer group (layerwise) or over the classifier only (classifier_only; others 1), pooled
+            over every param group (sensor_scope="all_groups") or within the tensor's own param group
+            ("per_group", the seed's).
+        Layer groups (LR controller, layer_scope) by position in the optimizer's parameter order (every param
+            group, zero-element tensors left out): classifier = the last 2, body = the B before them;
+            early_blocks = body index < ceil(B/2), late_blocks = body index >= floor(B/2). With B odd the middle
+            tensor is in both layer scopes and counts as early_blocks for the controller (the seed's split).
         p <- p - lr_eff u,  lr_eff = lr * mult.
-        progress = epoch / T with T = total_epochs (set_total_epochs) or 1; phase gates: early
-            progress < 1/3, middle [1/3, 2/3), late >= 2/3; orthogonal schedule: constant 1,
-            late 1[progress >= 0.3], cosine (1 - cos(pi min(progress, 1))) / 2.
+        progress = epoch / T with T = total_epochs (set_total_epochs) or 1; phase gates
+            (phase_boundaries="seed"): early progress <= 0.3, middle 0.3 < progress < 0.7, late >= 0.7
+            ("thirds": early < 1/3, middle [1/3, 2/3), late >= 2/3); orthogonal schedule: constant 1,
+            late min(max(progress - s, 0) / (1 - s), 1) with s = orthogonal_late_start (0.3; 0 up to s, then a
+            linear ramp), cosine (1 - cos(pi min(progress, 1))) / 2.
+        epoch: set by set_epoch(epoch) (1-based), or with steps_per_epoch=S derived before every step as
+            steps_taken // S + 1 (for trainers that never call set_epoch).
 
     Deviations from the seed:
         * State is allocated per mode: classic/residual/orthogonal = activity, momentum, variance (3P);
@@ -124,12 +140,20 @@ class NeuroPlastic(torch.optim.Optimizer):
         * The seed's runner never calls set_total_epochs, so T = 1, "late" is always on and
           early/middle always off. That is the default here (total_epochs=None); pass
           `total_epochs=<epochs>` (or call set_total_epochs) for the intended phase gates.
-        * [A] The phase boundaries (thirds), the cosine schedule's direction (ramp up), the layer gate
-          (`layer_scope`), `hybrid_target` default "gain", `match_grad_norm` default False,
-          orthogonal/hybrid defaults `orthogonal_schedule="constant"`, `phase_scope="all"`, the eps in
-          the projection and ratio denominators, m_ref = bias-corrected Adam m / SGD buffer,
-          and the LR controller using the current step's sigma are not recorded in the spec: chosen
-          here, each is a flag.
+        * [A] The cosine schedule's direction (ramp up), the layer gate (`layer_scope`), `hybrid_target`
+          default "gain", `match_grad_norm` default False, orthogonal/hybrid defaults
+          `orthogonal_schedule="constant"`, `phase_scope="all"`, m_ref = bias-corrected Adam m / SGD buffer,
+          and the LR controller using the current step's sigma are not recorded in the spec: they follow the
+          seed's code (d96dc2a), each is a flag. So do the phase boundaries 0.3/0.7 (`phase_boundaries="thirds"`
+          gives the thirds an earlier version of this class used) and the 1e-12 in the bounded-residual and
+          modulation clips and the trust ratio (`clip_eps`; 1e-8 = eps gives that earlier version's).
+        * The LR controller pools sigma over every param group (`sensor_scope="all_groups"`); the seed
+          averages within each param group (`sensor_scope="per_group"`). Identical with one group, as in
+          every seed run; pooling keeps a no-decay grouping (biases and norms in a second group) from
+          changing the algorithm.
+        * Zero-element parameters are skipped and left out of the layer order (the seed would divide by
+          their empty mean).
+        * `steps_per_epoch` (not in the seed) derives the epoch from the step count.
         * [A] The spec's stabiliser set-point `target_rms * scale_layer` leaves scale_layer undefined;
           taken as 1.
         * `layerwise` (unused in the seed since 72ec610) is not implemented.
@@ -143,8 +167,13 @@ class NeuroPlastic(torch.optim.Optimizer):
         * With max_update_norm=1 every tensor's step is at most lr in norm; with the hybrid AdamW base
           (norm ~ sqrt(n)) that clip rescales nearly every step: the hybrid is then a per-tensor
           normalised Adam, not AdamW (flag max_update_norm=inf to remove it).
-        * `set_epoch` must be called by the training loop, or the warm-up gate stays at epoch 1
-          (alpha = alpha_g when warmup_epochs > 0).
+        * `set_epoch` must be called by the training loop (or `steps_per_epoch` given), or the warm-up gate
+          stays at epoch 1 (alpha = alpha_g when warmup_epochs > 0); the first step() warns once when an
+          epoch-gated mechanism is active and neither is used. optirep's `train` calls set_epoch; PyTorch
+          Lightning and the Hugging Face Trainer do not: pass steps_per_epoch=len(train_loader) there.
+        * Layer labels follow the order the parameters are given in. A grouping that moves tensors to a later
+          group (e.g. no-decay biases) changes which tensors are "classifier"; keep model order when the
+          LR controller's layerwise/classifier_only modes or `layer_scope` matter.
 
     Args:
         params: parameters or param groups.
@@ -171,6 +200,11 @@ class NeuroPlastic(torch.optim.Optimizer):
         phase_scope: "all", "early", "middle", "late"; layer_scope: "all", "early_blocks",
             "late_blocks", "classifier" (hybrid modulation gates).
         total_epochs: None (seed: T = 1) or the run's epoch count for the phase gates.
+        phase_boundaries: "seed" (0.3/0.7) or "thirds".
+        orthogonal_late_start: s of the "late" orthogonal schedule (0.3).
+        clip_eps: denominator floor of the bounded-residual and modulation clips and the trust ratio (1e-12).
+        sensor_scope: "all_groups" (the LR controller pools every param group) or "per_group" (the seed's).
+        steps_per_epoch: None (the epoch comes from set_epoch) or the number of steps per epoch.
         diag_every: compute diagnostics every this many steps (0 = never; default 50).
         foreach: None/True = fast `torch._foreach_*` path, False = single-tensor reference loop.
         compile: True, False or "auto" (default): steps of the classic rule (rule_based or
@@ -218,6 +252,11 @@ class NeuroPlastic(torch.optim.Optimizer):
         phase_scope: str = "all",
         layer_scope: str = "all",
         total_epochs: int | None = None,
+        phase_boundaries: str = "seed",
+        orthogonal_late_start: float = 0.3,
+        clip_eps: float = 1e-12,
+        sensor_scope: str = "all_groups",
+        steps_per_epoch: int | None = None,
         diag_every: int = 50,
         foreach: bool | None = None,
         compile: bool | str = "auto",
@@ -259,6 +298,14 @@ class NeuroPlastic(torch.optim.Optimizer):
         check_hp(layer_scope in LAYER_SCOPES, "layer_scope", layer_scope, f"must be one of {', '.join(LAYER_SCOPES)}")
         check_hp(total_epochs is None or (isinstance(total_epochs, int) and total_epochs >= 1), "total_epochs",
                  total_epochs, "must be None or an int >= 1")
+        check_hp(phase_boundaries in PHASE_BOUNDARIES, "phase_boundaries", phase_boundaries,
+                 f"must be one of {', '.join(PHASE_BOUNDARIES)}")
+        check_hp(0.0 <= orthogonal_late_start < 1.0, "orthogonal_late_start", orthogonal_late_start, "must be in [0, 1)")
+        check_hp(clip_eps > 0.0, "clip_eps", clip_eps, "must be > 0")
+        check_hp(sensor_scope in SENSOR_SCOPES, "sensor_scope", sensor_scope, f"must be one of {', '.join(SENSOR_SCOPES)}")
+        check_hp(steps_per_epoch is None or (isinstance(steps_per_epoch, int) and not isinstance(steps_per_epoch, bool)
+                                             and steps_per_epoch >= 1), "steps_per_epoch", steps_per_epoch,
+                 "must be None or an int >= 1")
         check_hp(isinstance(diag_every, int) and diag_every >= 0, "diag_every", diag_every, "must be an int >= 0")
         check_hp(foreach in (None, True, False), "foreach", foreach, "must be None, True or False")
         check_compile(compile)
@@ -275,17 +322,25 @@ class NeuroPlastic(torch.optim.Optimizer):
             match_grad_norm=match_grad_norm, hybrid_base=hybrid_base, hybrid_target=hybrid_target,
             modulation_strength=modulation_strength, modulation_max_ratio=modulation_max_ratio,
             base_betas=tuple(base_betas), base_momentum=base_momentum, phase_scope=phase_scope,
-            layer_scope=layer_scope, total_epochs=total_epochs, diag_every=diag_every, foreach=foreach, compile=compile,
-            epoch=1,
+            layer_scope=layer_scope, total_epochs=total_epochs, phase_boundaries=phase_boundaries,
+            orthogonal_late_start=orthogonal_late_start, clip_eps=clip_eps, sensor_scope=sensor_scope,
+            diag_every=diag_every, foreach=foreach, compile=compile, epoch=1,
         )
+        self._steps_per_epoch = steps_per_epoch
         super().__init__(params, defaults)
-        self._diag = Diagnostics()
-        self._steps_taken = 0  # host-side counter: only gates diagnostics, never the math
+        # self._run["steps"]: host-side step counter (diagnostics gate, steps_per_epoch); "epoch_set": whether
+        # set_epoch was ever called. Both travel in state_dict()["run_state"].
+        self._init_run_state()
+        self._run.update(steps=0, epoch_set=False)
+
+    _NAME = _NAME
+    _RUN_KEYS = ("epoch", "total_epochs")
 
     # ---------------------------------------------------------------- epoch gating
     def set_epoch(self, epoch: int) -> None:
         """Store the current (1-based) epoch in every param group; the warm-up and phase gates read it."""
         check_hp(isinstance(epoch, int) and epoch >= 0, "epoch", epoch, "must be an int >= 0")
+        self._run["epoch_set"] = True
         for group in self.param_groups:
             group["epoch"] = epoch
 
@@ -314,6 +369,8 @@ class NeuroPlastic(torch.optim.Optimizer):
         scope, t = group["phase_scope"], cls._progress(group)
         if scope == "all":
             return 1.0
+        if group["phase_boundaries"] == "seed":  # the seed's _phase_gate (d96dc2a)
+            return float(t <= 0.3 if scope == "early" else 0.3 < t < 0.7 if scope == "middle" else t >= 0.7)
         if scope == "early":
             return float(t < 1 / 3)
         if scope == "middle":
@@ -326,17 +383,24 @@ class NeuroPlastic(torch.optim.Optimizer):
         if sched == "constant":
             return 1.0
         if sched == "late":
-            return float(t >= 0.3)
+            s = group["orthogonal_late_start"]
+            return 0.0 if t <= s else min((t - s) / (1.0 - s), 1.0)
         return 0.5 * (1.0 - math.cos(math.pi * min(t, 1.0)))
 
     def _layer_labels(self) -> dict[int, int]:
-        """id(p) -> 0 early_blocks, 1 late_blocks, 2 classifier, by position in the parameter order."""
-        order = [p for g in self.param_groups for p in g["params"]]
-        n = len(order)
-        rest = max(n - 2, 0)
+        """id(p) -> 0 early_blocks, 1 late_blocks, 2 classifier, _MIDDLE (odd body: the middle tensor), by
+        position in the parameter order of every group; zero-element tensors are left out."""
+        order = [p for g in self.param_groups for p in g["params"] if p.numel() > 0]
+        body = max(len(order) - 2, 0)
+        early_end, late_start = math.ceil(body / 2), body // 2
         labels = {}
         for i, p in enumerate(order):
-            labels[id(p)] = 2 if i >= rest else (0 if i < rest // 2 else 1)
+            if i >= body:
+                labels[id(p)] = 2
+            elif late_start <= i < early_end:
+                labels[id(p)] = _MIDDLE
+            else:
+                labels[id(p)] = 0 if i < early_end else 1
         return labels
 
     # ---------------------------------------------------------------- state
@@ -365,11 +429,7 @@ class NeuroPlastic(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        self._steps_taken += 1
-        diag_on = [g["diag_every"] > 0 and (self._steps_taken - 1) % g["diag_every"] == 0 for g in self.param_groups]
-        need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
-                          for g in self.param_groups)
-        labels = self._layer_labels() if need_labels else {}
+        diag_on, labels = self._begin_step()
         controller = any(g["lr_controller_mode"] != "off" for g in self.param_groups)
 
         pending = []  # (group, params, updates, per-tensor scales, sigmas, labels) awaiting the LR controller
@@ -406,6 +466,48 @@ class NeuroPlastic(torch.optim.Optimizer):
             self._record_alpha(diag_alpha, diag_clip)
         return loss
 
+    # Host-side bookkeeping (Python-int counters) runs outside any torch.compile'd region, so that
+    # torch.compile(opt.step) does not guard on the counters and recompile every step.
+    @torch.compiler.disable
+    def _begin_step(self) -> tuple[list[bool], dict[int, int]]:
+        """Advance the step counter (and the epoch with steps_per_epoch); (diagnostic step per group, layer labels)."""
+        run = self._run
+        if self._steps_per_epoch is not None:
+            epoch = run["steps"] // self._steps_per_epoch + 1
+            for g in self.param_groups:
+                g["epoch"] = epoch
+        elif not run["epoch_set"]:
+            self._check_epoch_gates()
+        run["steps"] += 1
+        diag_on = [g["diag_every"] > 0 and (run["steps"] - 1) % g["diag_every"] == 0 for g in self.param_groups]
+        need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
+                          for g in self.param_groups)
+        return diag_on, (self._layer_labels() if need_labels else {})
+
+    @staticmethod
+    @torch.compiler.disable
+    def _adam_corrections(states, b1: float, b2: float, dtype: torch.dtype, device: torch.device):
+        """(1 - b1^t, sqrt(1 - b2^t)) per tensor as 0-d tensors, from the CPU step counters (no device sync)."""
+        steps = [s["step"].item() for s in states]
+        host = torch.tensor([[1.0 - b1 ** k for k in steps], [math.sqrt(1.0 - b2 ** k) for k in steps]], dtype=dtype)
+        bc1, bc2s = host.to(device, non_blocking=True).unbind()
+        return bc1.unbind(), bc2s.unbind()
+
+    def _check_epoch_gates(self) -> None:
+        """Warn once if a mechanism reads the epoch while nothing ever moves it."""
+        gated = []
+        for g in self.param_groups:
+            if g["mode"] == "rule_based" and g["warmup_epochs"] > 0:
+                gated.append(f"warmup_epochs={g['warmup_epochs']} (alpha = alpha_g throughout)")
+            if g["update_rule"] == "hybrid" and g["phase_scope"] != "all":
+                gated.append(f"phase_scope={g['phase_scope']!r}")
+            if g["update_rule"] == "orthogonal_residual" and g["orthogonal_schedule"] != "constant":
+                gated.append(f"orthogonal_schedule={g['orthogonal_schedule']!r}")
+        if gated:
+            self._warn_once("epoch", f"{_NAME}: {', '.join(dict.fromkeys(gated))} gates on the epoch, but neither "
+                            "set_epoch() nor steps_per_epoch= is used, so the epoch stays 1; call "
+                            "opt.set_epoch(epoch) at each epoch start or pass steps_per_epoch=len(train_loader)")
+
     def _apply(self, group: dict, params, updates, scales, mults) -> None:
         """p <- p (1 - lr_eff wd) [decoupled] ; p <- p - lr_eff * scale * u."""
         lr, wd = group["lr"], group["weight_decay"]
@@ -441,27 +543,34 @@ class NeuroPlastic(torch.optim.Optimizer):
         torch._foreach_addcmul_(params, updates, torch.unbind(coef.to(params[0].dtype)))
 
     # ---------------------------------------------------------------- LR controller
-    def _controller(self, pending) -> list[list]:
-        """Per tensor multipliers (0-d tensors or 1.0), from this step's sigmas; no host sync."""
+    @staticmethod
+    def _pool_means(items) -> tuple:
+        """(mean sigma over every tensor, {label: mean sigma over its tensors}) over (group, sigmas, labels)."""
         every, by_label = [], {0: [], 1: [], 2: []}
-        for group, _, _, _, sigmas, labs in pending:
+        for group, sigmas, labs in items:
             if group["lr_controller_mode"] == "off":
                 continue
             for s, lab in zip(sigmas, labs):
                 every.append(s)
-                by_label[lab].append(s)
+                by_label[0 if lab == _MIDDLE else lab].append(s)
         mean_all = torch.stack(every).mean() if every else None
-        mean_lab = {k: (torch.stack(v).mean() if v else None) for k, v in by_label.items()}
+        return mean_all, {k: (torch.stack(v).mean() if v else None) for k, v in by_label.items()}
+
+    def _controller(self, pending) -> list[list]:
+        """Per tensor multipliers (0-d tensors or 1.0), from this step's sigmas; no host sync."""
+        pooled = self._pool_means([(it[0], it[4], it[5]) for it in pending if it[0]["sensor_scope"] == "all_groups"])
         out = []
-        for group, params, _, _, _, labs in pending:
+        for group, params, _, _, sigmas, labs in pending:
             mode = group["lr_controller_mode"]
+            mean_all, mean_lab = pooled if group["sensor_scope"] == "all_groups" else \
+                self._pool_means([(group, sigmas, labs)])
             k, lo, hi = group["lr_controller_strength"], group["lr_controller_low"], group["lr_controller_high"]
             row = []
             for lab in labs:
                 if mode == "off" or (mode == "classifier_only" and lab != 2):
                     row.append(1.0)
                     continue
-                s = mean_all if mode == "global" else mean_lab[lab]
+                s = mean_all if mode == "global" else mean_lab[0 if lab == _MIDDLE else lab]
                 row.append(torch.clamp(1.0 + k * s, lo, hi))
             out.append(row)
         return out
@@ -472,12 +581,12 @@ class NeuroPlastic(torch.optim.Optimizer):
             for lab, m, p in zip(labs, row, params):
                 t = torch.as_tensor(m, dtype=torch.float32, device=p.device).float()
                 vals.append(t)
-                by_label[lab].append(t)
-        if vals:
-            self._diag.record("lr_multiplier", torch.stack(vals).mean())
+                by_label[0 if lab == _MIDDLE else lab].append(t)
+        rec = {"lr_multiplier": torch.stack(vals).mean()} if vals else {}
         for lab, name in enumerate(_LAYER_NAMES):
             if by_label[lab]:
-                self._diag.record(f"lr_multiplier_{name}", torch.stack(by_label[lab]).mean())
+                rec[f"lr_multiplier_{name}"] = torch.stack(by_label[lab]).mean()
+        self._diag.record_all(rec)
 
     @staticmethod
     def _sigma(alpha: torch.Tensor, alpha_g: torch.Tensor) -> torch.Tensor:
@@ -524,12 +633,15 @@ class NeuroPlastic(torch.optim.Optimizer):
                 limit = group["residual_max_ratio"] * g.norm()
                 rn = r.norm()
                 if rn > limit:
-                    r = r * (limit / (rn + eps))
+                    r = r * (limit / (rn + group["clip_eps"]))
                 u = g + r
             elif rule == "orthogonal_residual":
+                gg = (g * g).sum()
                 q = (alpha - alpha_g) * g
-                q = q - ((q * g).sum() / ((g * g).sum() + eps)) * g
-                if group["match_grad_norm"]:
+                q = q - (q * g).sum() / (gg + eps) * g
+                if gg <= eps:  # the seed skips the term for a (near-)zero gradient
+                    q = torch.zeros_like(g)
+                if group["match_grad_norm"] and q.norm() > eps:
                     q = q * (g.norm() / (q.norm() + eps))
                 q = q * (group["orthogonal_lambda"] * self._orthogonal_gate(group))
                 limit = group["orthogonal_max_ratio"] * g.norm()
@@ -546,14 +658,14 @@ class NeuroPlastic(torch.optim.Optimizer):
                 elif target == "momentum":
                     delta = s * m_ref
                 else:
-                    tr = (p.norm() / (base.norm() + eps)).clamp(0.5, 1.5) - 1.0
+                    tr = (p.norm() / (base.norm() + group["clip_eps"])).clamp(0.5, 1.5) - 1.0
                     delta = s * tr * base
                 delta = delta * (group["modulation_strength"] * self._phase_gate(group)
                                  * self._layer_gate(group, labels.get(id(p), 0)))
                 limit = group["modulation_max_ratio"] * base.norm()
                 dn = delta.norm()
                 if dn > limit:
-                    delta = delta * (limit / (dn + eps))
+                    delta = delta * (limit / (dn + group["clip_eps"]))
                 u = base + delta
             if wd != 0.0 and rule != "hybrid" and not group["decoupled_weight_decay"]:
                 u = u + wd * p
@@ -573,7 +685,11 @@ class NeuroPlastic(torch.optim.Optimizer):
     @staticmethod
     def _layer_gate(group: dict, label: int) -> float:
         scope = group["layer_scope"]
-        return 1.0 if scope == "all" else float(_LAYER_NAMES[label] == scope)
+        if scope == "all":
+            return 1.0
+        if label == _MIDDLE:  # in both body scopes, as the seed's ceil/floor split
+            return float(scope in ("early_blocks", "late_blocks"))
+        return float(_LAYER_NAMES[label] == scope)
 
     @staticmethod
     def _hybrid_base_reference(p, g, state, group):
@@ -670,7 +786,7 @@ class NeuroPlastic(torch.optim.Optimizer):
             r = torch._foreach_sub(alpha, 1.0)
             torch._foreach_mul_(r, grads)
             limit = group["residual_max_ratio"] * torch.stack(torch._foreach_norm(grads))
-            torch._foreach_mul_(r, cast_list(self._excess(r, limit, eps), dt))
+            torch._foreach_mul_(r, cast_list(self._excess(r, limit, group["clip_eps"]), dt))
             u = torch._foreach_add(grads, r)
         elif rule == "orthogonal_residual":
             q = torch._foreach_sub(alpha, alpha_g)
@@ -680,9 +796,12 @@ class NeuroPlastic(torch.optim.Optimizer):
             gn = torch.stack(torch._foreach_norm(grads))
             coef = qg / (gg + eps)
             torch._foreach_sub_(q, torch._foreach_mul(grads, cast_list(coef, dt)))
-            scale = torch.full_like(gn, group["orthogonal_lambda"] * self._orthogonal_gate(group))
+            # the seed's small-gradient skip (||g||^2 <= eps: no term) folded into the per-tensor scale
+            lam = torch.full_like(gn, group["orthogonal_lambda"] * self._orthogonal_gate(group))
+            scale = torch.where(gg.to(gn.dtype) > eps, lam, torch.zeros_like(lam))
             if group["match_grad_norm"]:
-                scale = (gn / (torch.stack(torch._foreach_norm(q)) + eps)) * scale
+                qn = torch.stack(torch._foreach_norm(q)).to(gn.dtype)
+                scale = torch.where(qn > eps, gn / (qn + eps), torch.ones_like(qn)) * scale
             torch._foreach_mul_(q, cast_list(scale, dt))
             limit = group["orthogonal_max_ratio"] * gn
             torch._foreach_mul_(q, cast_list(self._excess(q, limit, eps), dt))
@@ -755,9 +874,7 @@ class NeuroPlastic(torch.optim.Optimizer):
     def _hybrid_foreach(self, group, params, grads, states, alpha, labels, eps, dt):
         if group["hybrid_base"] == "adamw":
             b1, b2 = group["base_betas"]
-            steps = [s["step"].item() for s in states]  # CPU tensors: no device sync
-            bc1 = [1.0 - b1 ** k for k in steps]
-            bc2s = [math.sqrt(1.0 - b2 ** k) for k in steps]
+            bc1, bc2s = self._adam_corrections(states, b1, b2, dt, grads[0].device)
             ms = [s["base_exp_avg"] for s in states]
             vs = [s["base_exp_avg_sq"] for s in states]
             torch._foreach_lerp_(ms, grads, 1.0 - b1)
@@ -788,10 +905,11 @@ class NeuroPlastic(torch.optim.Optimizer):
             delta = torch._foreach_mul(s, m_ref)
         else:
             pn = torch.stack(torch._foreach_norm(params)).to(bn.dtype)
-            gates = gates * ((pn / (bn + eps)).clamp(0.5, 1.5) - 1.0)
+            gates = gates * ((pn / (bn + group["clip_eps"])).clamp(0.5, 1.5) - 1.0)
             delta = torch._foreach_mul(s, base)
         torch._foreach_mul_(delta, cast_list(gates, dt))
-        torch._foreach_mul_(delta, cast_list(self._excess(delta, group["modulation_max_ratio"] * bn, eps), dt))
+        torch._foreach_mul_(delta, cast_list(self._excess(delta, group["modulation_max_ratio"] * bn,
+                                                           group["clip_eps"]), dt))
         # u = base + delta must not alias the SGD buffer (it is state)
         return torch._foreach_add(base, delta)
 
@@ -801,27 +919,23 @@ class NeuroPlastic(torch.optim.Optimizer):
         a = torch.cat([x.float() for x in alphas])
         amin = self.param_groups[0]["amin"]
         amax = self.param_groups[0]["amax"]
-        d = self._diag
-        d.record("alpha_min", a.min())
-        d.record("alpha_max", a.max())
-        d.record("alpha_mean", a.mean())
-        d.record("alpha_frac_negative", (a < 0).float().mean())
-        d.record("alpha_frac_outside", ((a < amin) | (a > amax)).float().mean())
+        rec = {"alpha_min": a.min(), "alpha_max": a.max(), "alpha_mean": a.mean(),
+               "alpha_frac_negative": (a < 0).float().mean(),
+               "alpha_frac_outside": ((a < amin) | (a > amax)).float().mean()}
         # torch.quantile caps its input size: a fixed stride subsample keeps it bounded
         stride = max(1, a.numel() // 1_000_000)
         q = torch.quantile(a[::stride], torch.tensor([0.01, 0.5, 0.99], device=a.device))
-        d.record("alpha_q01", q[0])
-        d.record("alpha_q50", q[1])
-        d.record("alpha_q99", q[2])
+        rec.update(alpha_q01=q[0], alpha_q50=q[1], alpha_q99=q[2])
         if clipped:
-            d.record("update_clip_frac", torch.stack([c.reshape(()) for c in clipped]).mean())
+            rec["update_clip_frac"] = torch.stack([c.reshape(()) for c in clipped]).mean()
+        self._diag.record_all(rec)
 
     def diagnostics(self) -> dict[str, float]:
         """Coefficient statistics (alpha_min/max/mean/q01/q50/q99/frac_negative/frac_outside), stabiliser
         clip fraction and LR-controller multipliers from the last diagnostic step (`<key>_mean`: the mean
         over diagnostic steps since the previous call). One host sync; {} if no diagnostic step ran since."""
         # _base.Diagnostics.read() fails on keys it has already reset; nothing new means nothing to report
-        if not self._diag._n:
+        if not self._diag.pending():
             return {}
         return self._diag.read()
 

@@ -202,11 +202,32 @@ def gate_check(task_cfg: dict, per_label: dict) -> dict[str, Any]:
 
 
 def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
-    """Trials of the tuning study (hp, val metrics) and the selected trial, or None if not tuned."""
+    """The tuning record of one label, or None if it was not tuned.
+
+    Current protocol (optirep.tuning): `trials` = every configuration (LR-sweep points `lr/k<k>` and random
+    trials `random/trial<j>`) with its per-tuning-seed and mean validation metrics, lr, gain and effective lr;
+    `sweep` = the bracketing record (interior or the bound that stopped it, intervals, budget); `selected` =
+    selected.json without its trial list. Trees of the old protocol (`trial<k>/` single-seed runs) are read
+    as before, with `selected.trial` set from its `trial_dir` so that readers need no second code path.
+    """
     tdir = results / "tune" / task / label
     if not tdir.exists():
         return None
     selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
+    if (tdir / "sweep.json").exists() or (tdir / "lr").is_dir():
+        trials = []
+        for f in sorted(tdir.glob("lr/k*/trial.json"), key=lambda p: int(p.parent.name[1:])) + \
+                sorted(tdir.glob("random/trial*/trial.json"), key=lambda p: int(p.parent.name[5:])):
+            t = read_json(f)
+            trials.append({k: t.get(k) for k in ("trial", "stage", "hp", "lr", "gain", "effective_lr", "seeds",
+                                                 "final_val", "best_val", "final_val_seeds", "best_val_seeds",
+                                                 "diverged", "wall_time_s")})
+        sweep = read_json(tdir / "sweep.json") if (tdir / "sweep.json").exists() else None
+        if sweep is not None:
+            sweep = {k: v for k, v in sweep.items() if k != "points"} | {"n_points": len(sweep["points"])}
+        if selected is not None:
+            selected = {k: v for k, v in selected.items() if k != "trials"}
+        return {"protocol": "bracketed", "selected": selected, "sweep": sweep, "trials": trials}
     trials = []
     for tr in sorted(tdir.glob("trial*"), key=lambda p: int(p.name.removeprefix("trial") or 0)):
         if not (tr / "metrics.json").exists():
@@ -218,7 +239,50 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
         trials.append({"trial": int(tr.name.removeprefix("trial")), "hp": hp or {},
                        "final_val": as_float(m.get("final_val")), "best_val": as_float(m.get("best_val")),
                        "diverged": bool(m.get("diverged")), "wall_time_s": as_float(m.get("wall_time_s"))})
-    return {"selected": selected, "trials": trials}
+    if selected is not None and "trial" not in selected and selected.get("trial_dir"):
+        selected["trial"] = int(Path(selected["trial_dir"]).name.removeprefix("trial"))
+    return {"protocol": "single-seed trials", "selected": selected, "trials": trials}
+
+
+def tuning_budget(agg: dict) -> int:
+    """Tuning runs per tuned optimizer of a task: the stated `tuning.budget`, or an old study's trial count."""
+    t = agg.get("tuning") or {}
+    return int(t["budget"]) if "budget" in t else int(t.get("trials", 0))
+
+
+def tuning_view(tuning: dict | None) -> dict | None:
+    """One shape for a label's tuning record, from this protocol's aggregates or older ones.
+
+    Returns None for an untuned label, else {protocol, selected_trial, selected (dict), trials (list), sweep
+    (dict or None), lr, effective_lr, gain, edge, bound_hit}: older aggregates have no sweep and no effective
+    lr (NaN), and their `selected` carries `trial_dir` instead of `trial`. `edge` ("lower" | "upper" | None)
+    says where the optimum sits when the search did not bracket it: the sweep's best point at an edge, or (old
+    protocol) the selected lr at the smallest or largest lr sampled; `bound_hit` names what stopped it.
+    """
+    if not tuning:
+        return None
+    sel = dict(tuning.get("selected") or {})
+    trial = sel.get("trial")
+    if trial is None and sel.get("trial_dir"):
+        trial = int(Path(sel["trial_dir"]).name.removeprefix("trial"))
+    hp = sel.get("hp") or {}
+    trials = list(tuning.get("trials") or [])
+    lr = as_float(sel.get("lr", hp.get("lr")))
+    sweep = tuning.get("sweep")
+    if sweep:
+        edge, bound = (None, None) if sweep.get("interior") else (sweep.get("edge"), sweep.get("bound_hit"))
+    else:  # old protocol: the selected lr at the smallest or largest lr sampled
+        lrs = [as_float((t.get("hp") or {}).get("lr")) for t in trials]
+        lrs = [x for x in lrs if math.isfinite(x)]
+        edge = None
+        if lrs and math.isfinite(lr) and len(lrs) > 1:
+            edge = "lower" if lr <= min(lrs) else "upper" if lr >= max(lrs) else None
+        bound = "sampled range" if edge else None
+    return {
+        "protocol": tuning.get("protocol", "single-seed trials"), "selected_trial": trial, "selected": sel,
+        "trials": trials, "sweep": sweep, "lr": lr, "effective_lr": as_float(sel.get("effective_lr")),
+        "gain": as_float(sel.get("gain")), "edge": edge, "bound_hit": bound,
+    }
 
 
 def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from optirep.report._io import as_float  # noqa: E402
+from optirep.report.aggregate import tuning_view  # noqa: E402
 
 ERANK_METRICS = ("seed_effective_rank", "seed_top5_concentration", "feature_erank")
 
@@ -81,41 +82,125 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
 
 
 def lr_frame(agg: dict, hp: str = "lr") -> pd.DataFrame:
-    """One row per tuning trial that set `hp`: optimizer, hp value, final/best val, diverged."""
+    """One row per (tuning configuration, tuning seed) that set `hp`.
+
+    Columns: optimizer, trial, stage ("lr_sweep" | "random" | "trial" for the old protocol), hp value,
+    effective lr (NaN where not measured), seed, final_val, best_val, diverged, selected. Old aggregates
+    (one seed per trial) give one row per trial with seed NaN.
+    """
     rows = []
     for label, info in agg["per_label"].items():
-        tuning = info.get("tuning") or {}
-        sel = (tuning.get("selected") or {}).get("trial")
-        for t in tuning.get("trials", []):
+        view = tuning_view(info.get("tuning"))
+        if view is None:
+            continue
+        for t in view["trials"]:
             x = as_float((t.get("hp") or {}).get(hp))
-            if math.isfinite(x):
-                rows.append({"optimizer": label, hp: x, "final_val": as_float(t.get("final_val")),
-                             "best_val": as_float(t.get("best_val")), "diverged": bool(t.get("diverged")),
-                             "selected": t.get("trial") == sel})
-    return pd.DataFrame(rows, columns=["optimizer", hp, "final_val", "best_val", "diverged", "selected"])
+            if not math.isfinite(x):
+                continue
+            base = {"optimizer": label, "trial": t.get("trial"), "stage": t.get("stage", "trial"), hp: x,
+                    "effective_lr": as_float(t.get("effective_lr")), "diverged": bool(t.get("diverged")),
+                    "selected": t.get("trial") == view["selected_trial"]}
+            seeds = t.get("seeds")
+            if seeds and t.get("final_val_seeds") is not None:
+                for i, seed in enumerate(seeds):
+                    rows.append({**base, "seed": seed, "final_val": as_float(t["final_val_seeds"][i]),
+                                 "best_val": as_float((t.get("best_val_seeds") or [math.nan] * len(seeds))[i])})
+            else:
+                rows.append({**base, "seed": math.nan, "final_val": as_float(t.get("final_val")),
+                             "best_val": as_float(t.get("best_val"))})
+    cols = ["optimizer", "trial", "stage", hp, "effective_lr", "seed", "final_val", "best_val", "diverged", "selected"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _log_tick(x: float, _pos=None) -> str:
+    """'$10^{-3}$' on a decade, '$3{\\times}10^{-4}$' between decades (tick labels of a log lr axis)."""
+    if x <= 0:
+        return ""
+    e = math.floor(math.log10(x) + 1e-9)
+    m = round(x / 10 ** e, 1)
+    return f"$10^{{{e}}}$" if abs(m - 1) < 1e-6 else f"${m:g}{{\\times}}10^{{{e}}}$"
+
+
+def _log_axis(ax, values) -> None:
+    """Log x axis: decade ticks, plus a tick at 3x each decade when the data span under two decades."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    lo, hi = min(values), max(values)
+    decades = math.log10(hi / lo) if lo > 0 else 0.0
+    subs = (1.0,) if decades >= 2 else (1.0, 3.0)
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs, numticks=8))
+    ax.xaxis.set_major_formatter(FuncFormatter(_log_tick))
+    ax.xaxis.set_minor_locator(LogLocator(base=10, subs=tuple(range(2, 10)), numticks=12))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    pad = 10 ** 0.22
+    ax.set_xlim(lo / pad, hi * pad)
 
 
 def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str = "final_val") -> list[Path]:
-    """Validation metric of every tuning trial against its learning rate (log x); crosses = diverged."""
+    """Validation metric against learning rate, one curve per tuned optimizer (the LR sweep of the tuning).
+
+    Line: mean over the tuning seeds at each sweep point; band: the range (min..max) over those seeds;
+    star: the selected configuration (it may be a random-search trial, plotted at its own lr); a dotted
+    vertical line at the edge and "(optimum at lower/upper bound: ...)" in the legend where the search did
+    not bracket the optimum (`tuning_view`'s edge: a hard bound or the budget stopped the sweep, or in old
+    aggregates the selected lr is the smallest or largest sampled); red x: configurations with a diverged seed. A second panel plots the same curves against
+    effective lr (lr x the optimizer's measured gain) when some optimizer reports one. Old aggregates
+    (single-seed trials) are drawn the same way, without bands.
+    """
     df = lr_frame(agg, hp)
     if df.empty:
         return []
+    eff = df["effective_lr"].notna().any() and (df["effective_lr"] != df[hp]).any()
+    axes_x = [hp] + (["effective_lr"] if eff else [])
     sns.set_theme(style="whitegrid", context="paper")
-    fig, ax = plt.subplots(figsize=(3.6, 2.8))
-    ok = df.dropna(subset=[value]).sort_values(hp)
-    if not ok.empty:
-        sns.lineplot(data=ok, x=hp, y=value, hue="optimizer", marker="o", estimator=None, ax=ax)
-        sel = ok[ok["selected"]]
-        ax.scatter(sel[hp], sel[value], s=60, facecolors="none", edgecolors="k", label="selected", zorder=3)
-    bad = df[df["diverged"] | df[value].isna()]
-    if not bad.empty:
-        y = ax.get_ylim()[0] if not ok.empty else 0.0
-        ax.scatter(bad[hp], [y] * len(bad), marker="x", color="red", label="diverged", zorder=3)
-    ax.set_xscale("log")
-    ax.set_xlabel(hp)
-    ax.set_ylabel(f"{value.replace('_', ' ')} {agg['metric']}")
-    ax.set_title(f"{_title(agg)}: tuning trials", fontsize=7)
-    ax.legend(fontsize=6)
+    fig, axes = plt.subplots(1, len(axes_x), figsize=(3.6 * len(axes_x), 2.9), squeeze=False, sharey=True)
+    labels = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
+    colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+    n_seeds = sorted({int(x) for x in df.groupby(["optimizer", "trial"])["seed"].nunique() if x > 0}) or [1]
+    for ax, xcol in zip(axes[0], axes_x):
+        for label in labels:
+            d = df[df["optimizer"] == label]
+            info = agg["per_label"][label]
+            view = tuning_view(info.get("tuning"))
+            sweep_pts = d[d["stage"].isin(["lr_sweep", "trial"])]
+            grp = sweep_pts.groupby("trial").agg(x=(xcol, "mean"), mean=(value, "mean"), lo=(value, "min"),
+                                                 hi=(value, "max"), diverged=("diverged", "any")).sort_values("x")
+            ok = grp[~grp["diverged"] & grp["mean"].notna()]
+            edge = (view or {}).get("edge")
+            name = label + (f" (optimum at {edge} bound: {view['bound_hit']})" if edge else "")
+            ax.plot(ok["x"], ok["mean"], marker="o", ms=3, color=colors[label], label=name)
+            if (ok["hi"] > ok["lo"]).any():
+                ax.fill_between(ok["x"], ok["lo"], ok["hi"], color=colors[label], alpha=0.2, lw=0)
+            bad = grp[grp["diverged"] | grp["mean"].isna()]
+            if not bad.empty:
+                y = ok["mean"].min() if not ok.empty else 0.0
+                ax.scatter(bad["x"], [y] * len(bad), marker="x", color="red", zorder=3)
+            sel = d[d["selected"]]
+            if not sel.empty:
+                ax.scatter([sel[xcol].mean()], [sel[value].mean()], marker="*", s=120, color=colors[label],
+                           edgecolors="k", linewidths=0.6, zorder=4)
+            if edge and not ok.empty:  # a dotted line where the search stopped with its best point on the edge
+                edge_row = ok.iloc[0] if edge == "lower" else ok.iloc[-1]
+                ax.axvline(edge_row["x"], color=colors[label], ls=":", lw=1.2, zorder=1)
+        vals = df[xcol].dropna()
+        if not vals.empty:
+            _log_axis(ax, vals.tolist())
+        ax.set_xlabel("learning rate" if xcol == hp else "effective lr (lr x measured gain)")
+    axes[0][0].set_ylabel(f"{value.replace('_', ' ')} {agg['metric']}")
+    handles, names = axes[0][0].get_legend_handles_labels()
+    from matplotlib.lines import Line2D
+
+    handles.append(Line2D([], [], marker="*", ls="", color="grey", markeredgecolor="k", ms=9))
+    names.append("selected")
+    if df["diverged"].any():
+        handles.append(Line2D([], [], marker="x", ls="", color="red"))
+        names.append("diverged")
+    # below the axes, so it never hides a curve
+    axes[0][0].legend(handles, names, fontsize=6, loc="upper left", bbox_to_anchor=(0.0, -0.22), ncol=2,
+                      frameon=False)
+    band = f"band = range over {'/'.join(map(str, n_seeds))} tuning seeds" if max(n_seeds) > 1 else "one seed per trial"
+    fig.suptitle(f"{_title(agg)}: LR sensitivity; {band}", fontsize=7)
     return _save(fig, stem)
 
 
