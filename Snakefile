@@ -23,6 +23,7 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/tune.smk"
 include: "rules/train.smk"
+include: "rules/batch.smk"
 include: "rules/analysis.smk"
 include: "rules/report.smk"
 

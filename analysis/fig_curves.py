@@ -1,8 +1,9 @@
-"""Learning curves (validation metric and train loss, mean and 95% CI band over seeds) per task.
+"""Learning curves (validation metric and train loss, mean and 95% t-interval band over seeds) per task.
 
     python analysis/fig_curves.py --results results/<exp> --out paper/generated/<exp>/fig_curves
 
-Writes <out>/fig_curves_<task>.pdf and .png for every task that has something to plot.
+Writes <out>/fig_curves_<task>.pdf and .png for every task that has something to plot. The train-loss
+panel turns logarithmic when a run diverged or the losses span more than 1e3 (a 1e31 blow-up).
 """
 
 import sys

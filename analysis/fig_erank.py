@@ -1,4 +1,4 @@
-"""Effective-rank / spectral-concentration bars with per-seed points, per task.
+"""Effective-rank / spectral-concentration point-interval plots (aggregate t-intervals, per-seed points), per task.
 
     python analysis/fig_erank.py --results results/<exp> --out paper/generated/<exp>/fig_erank
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from optirep import config, data, models
+from optirep import config, data, models, runio
 from optirep.analysis import gradcam
 from optirep.analysis.stats import summarize
 
@@ -36,7 +36,7 @@ def fixed_images(splits, per_class: int):
 
 def load_model(task: dict, run_dir: Path) -> torch.nn.Module:
     model = models.build_model(task["model"], **task.get("model_args", {}))
-    model.load_state_dict(torch.load(run_dir / "model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(runio.load_state_dict(run_dir / "model.pt"))
     return model.eval()
 
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         per_seed = {layer: [] for layer in LAYERS}
         floor = {layer: [] for layer in LAYERS}
         for seed in cfg["seeds"]:
-            run = a.results / "runs" / a.task / label / f"seed{seed}"
-            m = json.loads((run / "metrics.json").read_text())
+            run = config.label_dir(a.results, "runs", cfg, a.task, label) / f"seed{seed}"
+            m = runio.read_record(run / "metrics.json", expect={"task": a.task, "label": label, "seed": seed})
             if m.get("diverged"):
                 continue  # no meaningful weights; counted in the aggregate's n_diverged
             model = load_model(task, run)

@@ -6,7 +6,9 @@
 Study-wide macros (abstract, protocol): \\StudyExperiments, \\StudyTasks, \\StudySeedsMin/Max,
 \\StudyTrialsMin/Max, \\StudySeedsRange, \\StudyTrialsRange, \\StudyScale,
 \\StudyConfidence, \\ClaimsTotal, \\ClaimsMeasured, \\ClaimsAlpha and
-one \\Claims<Verdict> per verdict. Per experiment / task / optimizer: R<Exp>Scale, R<Exp>Seeds,
+one \\Claims<Verdict> (headline, question b) and \\Replication<Verdict> (question a) per verdict,
+\\ClaimsHolmFamily, \\ClaimsSeedBudget, \\ClaimsPower and the rules' constants (\\ClaimsChanceMarginPp,
+\\ClaimsSdRatioLimit, \\ClaimsDefaultSesoiPercent, \\ClaimsIntervalLevel, \\ClaimsOneSidedLevel). Per experiment / task / optimizer: R<Exp>Scale, R<Exp>Seeds,
 R<Exp>Trials, R<Exp><Task>Target, R<Exp><Task>GatePassed, R<Exp><Task><Label>{FinalTestMean,
 FinalTestStd,N,Diverged,TimePerStepMs}, R<Exp><Task><Label>{Diff,PHolm} (against the baseline).
 All are always defined (as "--" when there is nothing to show), so the text compiles at any stage.
@@ -15,10 +17,10 @@ All are always defined (as "--" when there is nothing to show), so the text comp
 import argparse
 import sys
 
-from optirep.analysis.stats import CONFIDENCE
+from optirep.analysis.stats import CHANCE_MARGIN, CONFIDENCE, SD_RATIO_LIMIT
 from optirep.report._io import read_json, write_text
 from optirep.report.aggregate import read_aggregates, tuning_budget
-from optirep.report.claims import VERDICTS
+from optirep.report.claims import ALPHA, DEFAULT_RELATIVE_SESOI, VERDICTS
 from optirep.report.latex import DISPLAY, Macros, display_for, escape, fmt, macro_name, numbers_tex
 
 
@@ -52,6 +54,17 @@ def build(results_dirs, claims) -> Macros:
     m.add("ClaimsAlpha", f"{claims['alpha']:g}" if claims else "--")
     for v in VERDICTS:
         m.add(("Claims", v), str(counts.get(v, 0)) if claims else "--")
+        m.add(("Replication", v), str((claims or {}).get("replication_counts", {}).get(v, 0)) if claims else "--")
+    m.add("ClaimsHolmFamily", str(claims.get("holm_family_size", "--")) if claims else "--")
+    m.add("ClaimsSeedBudget", str(claims.get("seed_budget", "--")) if claims else "--")
+    m.add("ClaimsPower", f"{claims.get('power', 0.8):g}" if claims else "--")
+    # the fixed constants of the rules (optirep.analysis.stats / optirep.report.claims)
+    alpha = claims["alpha"] if claims else ALPHA
+    m.add("ClaimsChanceMarginPp", f"{100 * CHANCE_MARGIN:g}")
+    m.add("ClaimsSdRatioLimit", f"{SD_RATIO_LIMIT:g}")
+    m.add("ClaimsDefaultSesoiPercent", f"{100 * DEFAULT_RELATIVE_SESOI:g}")
+    m.add("ClaimsIntervalLevel", f"{100 * (1 - 2 * alpha):g}")
+    m.add("ClaimsOneSidedLevel", f"{100 * (1 - alpha):g}")
 
     for aggs in aggs_by_exp.values():
         if not aggs:

@@ -3,7 +3,7 @@
 
 rule analyze:
     input:
-        "results/{exp}/runs/{task}/{label}/seed{seed}/metrics.json",
+        lambda w: f"results/{w.exp}/runs/{w.task}/{w.label}/{spec(w.exp, w.task, w.label)}/seed{w.seed}/metrics.json",
     output:
         "results/{exp}/analysis/{task}/{label}/seed{seed}.json",
     log:
@@ -22,7 +22,6 @@ rule analyze:
 
 rule gradcam:
     input:
-        exp=exp_file,
         runs=lambda w: final_metrics(w.exp, w.task),
     output:
         json="results/{exp}/gradcam/{task}.json",
@@ -30,12 +29,13 @@ rule gradcam:
     log:
         "results/{exp}/logs/gradcam/{task}.log",
     params:
+        exp=exp_file,
         data=DATA_ARGS,
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "python analysis/gradcam.py --experiment {input.exp} --results results/{wildcards.exp}"
+        "python analysis/gradcam.py --experiment {params.exp:q} --results results/{wildcards.exp}"
         " --task {wildcards.task} --out-json {output.json} --out-fig {output.fig} {params.data} > {log} 2>&1"
 
 
@@ -53,5 +53,5 @@ rule aggregate:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep aggregate --experiment {input.exp} --results results/{wildcards.exp} --task {wildcards.task}"
+        "optirep aggregate --experiment {input.exp:q} --results results/{wildcards.exp} --task {wildcards.task}"
         " --out {output} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Helpers shared by the rules: experiment files -> the job grid.
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -15,9 +16,15 @@ for _f in EXP_FILES:
     _cfg = optirep_config.load_experiment(_f)
     EXPS[_cfg["name"]] = dict(_cfg, _file=_f)
 PAPER_DIR = config.get("paper_dir", f"results/{STUDY}/paper")
-DATA_ARGS = " ".join(
-    f"--{k.replace('_', '-')} {config[k]}" for k in ("data_root", "mirror") if config.get(k)
-)
+
+
+def cli_args(flags):
+    """Workflow config keys as command-line options, values shell-quoted (a mirror path may have spaces)."""
+    return " ".join(f"{flag} {shlex.quote(str(config[k]))}" for k, flag in flags.items() if config.get(k))
+
+
+DATA_ARGS = cli_args({"data_root": "--data-root", "mirror": "--mirror"})  # optirep train, analysis/gradcam.py
+FETCH_ARGS = cli_args({"data_root": "--root", "mirror": "--mirror"})  # optirep fetch
 
 
 wildcard_constraints:
@@ -28,6 +35,7 @@ wildcard_constraints:
     k=r"-?\d+",
     j=r"\d+",
     r=r"\d+",
+    spec=optirep_config.SPEC_PATTERN,
 
 
 def exp_file(w):
@@ -38,18 +46,45 @@ def opt_cfg(w):
     return EXPS[w.exp]["optimizers"][w.label]
 
 
+def spec(exp, task, label):
+    """The config level of the results tree (optirep.config.spec_hash; docs/DESIGN.md "Results tree")."""
+    return optirep_config.spec_hash(EXPS[exp], task, label)
+
+
+def current_spec(w):
+    """A job's {spec} must be the current config's: an old one is kept on disk, never rebuilt from another config."""
+    want = spec(w.exp, w.task, w.label)
+    if w.spec != want:
+        raise ValueError(f"results/{w.exp}/.../{w.task}/{w.label}/{w.spec}: not the current config of "
+                         f"{w.label} on {w.task} in {exp_file(w)} (that is {want}); old results stay as they are")
+    return want
+
+
 def run_dirs(exp, task, label):
-    return [f"results/{exp}/runs/{task}/{label}/seed{s}" for s in EXPS[exp]["seeds"]]
+    return [f"results/{exp}/runs/{task}/{label}/{spec(exp, task, label)}/seed{s}" for s in EXPS[exp]["seeds"]]
 
 
 def hp_input(w):
     """The hyperparameter file a final run depends on: tuning selection or effective-LR control."""
     o = opt_cfg(w)
-    if o.get("tune"):
+    s = current_spec(w)
+    if o.get("tune"):  # the tuning tree (rules/tune.smk) has no {spec} level yet
         return f"results/{w.exp}/tune/{w.task}/{w.label}/selected.json"
     if o.get("lr_from"):
-        return f"results/{w.exp}/derived/{w.task}/{w.label}/hp.json"
+        return f"results/{w.exp}/derived/{w.task}/{w.label}/{s}/hp.json"
     return []
+
+
+def fetched_for_current(w):
+    """The datasets a job needs, once its {spec} is checked (current_spec)."""
+    current_spec(w)
+    return fetched(w)
+
+
+def source_runs(w):
+    """The final runs of the label an effective-LR control takes its lr from (lr_from)."""
+    current_spec(w)
+    return [f"{d}/metrics.json" for d in run_dirs(w.exp, w.task, opt_cfg(w)["lr_from"]["label"])]
 
 
 def final_metrics(exp, task=None):
@@ -76,10 +111,26 @@ def aggregates(exp):
     return [f"results/{exp}/aggregate/{t}.json" for t in EXPS[exp]["tasks"]]
 
 
+def selections(exp):
+    """selected.json of every tuned label (its trials are decided by the bracket checkpoint)."""
+    e = EXPS[exp]
+    return [
+        f"results/{exp}/tune/{t}/{label}/selected.json"
+        for t, task in e["tasks"].items()
+        for label in task["optimizers"]
+        if e["optimizers"][label].get("tune")
+    ]
+
+
 def all_targets():
     targets = [f"results/{STUDY}/claims.json"]
     for exp in EXPS:
         targets += aggregates(exp)
+        # Every run the aggregates cite is a target too: Snakemake does not rebuild a deleted
+        # intermediate file whose consumers are up to date (snakemake/snakemake#1978), so a run
+        # directory deleted after aggregation would otherwise stay cited by aggregate and claims.
+        targets += final_metrics(exp) + selections(exp)
+        targets += [a for t in EXPS[exp]["tasks"] for a in analyses(exp, t)]
     if config.get("latex", True):
         targets.append(f"{PAPER_DIR}/ms.pdf")
     else:

@@ -10,7 +10,7 @@ rule fetch:
         "../envs/optirep.yaml"
     threads: 1
     params:
-        data=DATA_ARGS,
+        data=FETCH_ARGS,
     resources:
         fetch=1,
     shell:

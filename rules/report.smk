@@ -73,6 +73,8 @@ rule claims_tables:
     output:
         table=f"{GEN}/claims_table.tex",
         section=f"{GEN}/claims_section.tex",
+        limitations=f"{GEN}/limitations.tex",
+        conclusion=f"{GEN}/conclusion.tex",
     log:
         f"results/{STUDY}/logs/claims_tables.log",
     conda:
@@ -81,6 +83,23 @@ rule claims_tables:
     shell:
         "python analysis/table_claims.py --claims {input} --out {output.table} --section-out {output.section}"
         " > {log} 2>&1"
+
+
+rule fig_forest:
+    input:
+        f"results/{STUDY}/claims.json",
+    output:
+        pdf=f"{GEN}/fig_forest.pdf",
+        png=f"{GEN}/fig_forest.png",
+    log:
+        f"results/{STUDY}/logs/fig_forest.log",
+    params:
+        stem=lambda w, output: output.pdf[: -len(".pdf")],
+    conda:
+        "../envs/optirep.yaml"
+    threads: 1
+    shell:
+        "python analysis/fig_forest.py --claims {input} --out {params.stem} > {log} 2>&1"
 
 
 rule protocol_and_numbers:
@@ -126,7 +145,8 @@ rule results_section:
 rule paper:
     input:
         tex="paper/ms.tex",
-        parts=[f"{GEN}/{n}" for n in ("numbers.tex", "protocol.tex", "results.tex", "claims_table.tex", "claims_section.tex")],
+        parts=[f"{GEN}/{n}" for n in ("numbers.tex", "protocol.tex", "results.tex", "claims_table.tex", "claims_section.tex",
+                                        "limitations.tex", "conclusion.tex", "fig_forest.pdf")],
     output:
         f"{PAPER_DIR}/ms.pdf",
     log:

@@ -1,35 +1,40 @@
 # Training: final runs (task x optimizer x seed); tuning lives in rules/tune.smk.
 # Every job is one `optirep train` call; its run dir resumes from its checkpoint if interrupted.
+# Paths carry {spec}, the hash of the config a run depends on (common.smk `spec`), and the experiment
+# file is a param, not an input: editing one task's block gives that task's runs a new place and
+# leaves every finished run (and every other task) untouched (docs/DESIGN.md "Results tree").
+# (The tuning tree, rules/tune.smk, has no {spec} level yet: a tuned label's selected.json follows
+# the experiment file's mtime.)
 
 
 rule derive_hp:
     input:
-        exp=exp_file,
-        runs=lambda w: [f"{d}/metrics.json" for d in run_dirs(w.exp, w.task, opt_cfg(w)["lr_from"]["label"])],
+        runs=lambda w: source_runs(w),
     output:
-        "results/{exp}/derived/{task}/{label}/hp.json",
+        "results/{exp}/derived/{task}/{label}/{spec}/hp.json",
     log:
-        "results/{exp}/logs/derive/{task}/{label}.log",
+        "results/{exp}/logs/derive/{task}/{label}/{spec}.log",
     params:
+        exp=exp_file,
         dirs=lambda w, input: " ".join(os.path.dirname(f) for f in input.runs),
     conda:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep derive-hp --experiment {input.exp} --optimizer {wildcards.label} --runs {params.dirs}"
+        "optirep derive-hp --experiment {params.exp:q} --optimizer {wildcards.label} --runs {params.dirs}"
         " --out {output} > {log} 2>&1"
 
 
 rule train:
     input:
-        exp=exp_file,
         hp=hp_input,
         data=fetched,
     output:
-        "results/{exp}/runs/{task}/{label}/seed{seed}/metrics.json",
+        "results/{exp}/runs/{task}/{label}/{spec}/seed{seed}/metrics.json",
     log:
-        "results/{exp}/logs/runs/{task}/{label}/seed{seed}.log",
+        "results/{exp}/logs/runs/{task}/{label}/{spec}/seed{seed}.log",
     params:
+        exp=exp_file,
         out=lambda w, output: os.path.dirname(output[0]),
         hp=lambda w, input: f"--hp-json {input.hp}" if input.hp else "",
         data=DATA_ARGS,
@@ -40,5 +45,5 @@ rule train:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
         # exec: SIGTERM from Slurm reaches `optirep train` (which checkpoints), not a shell that dies first
-        "exec optirep train --experiment {input.exp} --task {wildcards.task} --optimizer {wildcards.label}"
+        "exec optirep train --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"

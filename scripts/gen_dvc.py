@@ -76,7 +76,14 @@ def render() -> str:
                       " --section-out ${item.gen}/claims_section.tex",
                "deps": ["analysis/table_claims.py", "src/optirep/report", "${item.claims}"],
                "outs": [{"${item.gen}/claims_table.tex": {"cache": False}},
-                        {"${item.gen}/claims_section.tex": {"cache": False}}]}}
+                        {"${item.gen}/claims_section.tex": {"cache": False}},
+                        {"${item.gen}/limitations.tex": {"cache": False}},
+                        {"${item.gen}/conclusion.tex": {"cache": False}}]}}
+    stages["fig_forest"] = {
+        "foreach": {s["study"]: {"gen": s["gen"], "claims": f"results/{s['study']}/claims.json"} for s in studies()},
+        "do": {"cmd": "python analysis/fig_forest.py --claims ${item.claims} --out ${item.gen}/fig_forest",
+               "deps": ["analysis/fig_forest.py", "src/optirep/report", "${item.claims}"],
+               "outs": [{"${item.gen}/fig_forest.pdf": {"cache": False}}, {"${item.gen}/fig_forest.png": {"cache": False}}]}}
     return HEADER + yaml.safe_dump({"stages": stages}, sort_keys=False, width=120)
 
 

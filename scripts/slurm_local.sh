@@ -46,9 +46,9 @@ stop_daemons() {
   if [ ${#PIDS[@]} -ge 3 ]; then
     # Jobs first: slurmd would leave their slurmstepd and processes running. Cancel, wait, then
     # end by PID whatever this node's slurmd still lists (scontrol listpids).
-    jobpids=$(scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}')
-    scancel --full $(squeue -h -o %i 2>/dev/null) 2>/dev/null || true
-    for _ in $(seq 60); do [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break; sleep 0.5; done
+    jobpids=$(timeout 10 scontrol listpids 2>/dev/null | awk 'NR > 1 && $1 ~ /^[0-9]+$/ {print $1}')
+    timeout 10 scancel --full $(timeout 10 squeue -h -o %i 2>/dev/null) 2>/dev/null || true
+    for _ in $(seq 30); do [ -z "$(timeout 10 squeue -h -o %i 2>/dev/null)" ] && break; sleep 1; done
     for pid in $jobpids; do kill -KILL "$pid" 2>/dev/null || true; done
   fi
   for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do  # slurmd, slurmctld, munged: reverse start order

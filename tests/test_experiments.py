@@ -293,8 +293,19 @@ def test_closure_labels_match_the_registry(loaded):
 
 # ----------------------------------------------------------------------------- claims point at real runs
 def _claim_blocks():
+    """Every comparison a claim names: test / full_scale, the questions' partial blocks completed from
+    `test` as optirep.report.claims does, and an interaction's partner task."""
+    from optirep.report.claims import _spec
+
     claims = yaml.safe_load((EXPERIMENTS / "claims.yaml").read_text())["claims"]
-    return [(c["id"], key, c[key]) for c in claims for key in ("test", "full_scale") if c.get(key)]
+    out = [(c["id"], key, c[key]) for c in claims for key in ("test", "full_scale") if c.get(key)]
+    for c in (c for c in claims if c.get("test")):
+        for key in ("replication", "attribution", "lr_control"):
+            if c.get(key):
+                out.append((c["id"], key, _spec(c["test"], c[key])))
+                if c.get("interaction"):
+                    out.append((c["id"], f"{key}-interaction", {**_spec(c["test"], c[key]), "task": c["interaction"]["task"]}))
+    return out
 
 
 @pytest.mark.parametrize("cid,key,block", _claim_blocks(), ids=[f"{c}-{k}" for c, k, _ in _claim_blocks()])

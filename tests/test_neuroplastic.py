@@ -5,7 +5,10 @@
 
 from __future__ import annotations
 
+import copy
+import io
 import math
+import warnings
 
 import pytest
 import torch
@@ -599,3 +602,134 @@ def test_resume_keeps_the_diagnostic_step_counter_and_sums():
     _loop(resumed, r, grads[7:])
     assert torch.equal(p.detach(), r.detach())
     assert resumed.diagnostics() == ref.diagnostics() != {}
+
+
+# ---------------------------------------------------------------- layer order under param-group layouts
+# Every NeuroPlastic variant that reads the layer labels (issue 13, item 1).
+LAYER_VARIANTS = [
+    pytest.param({"lr_controller_mode": "layerwise", "lr_controller_strength": 0.5}, id="ctl-layerwise"),
+    pytest.param({"lr_controller_mode": "classifier_only", "lr_controller_strength": 0.5}, id="ctl-classifier"),
+    pytest.param({"update_rule": "hybrid", "layer_scope": "early_blocks"}, id="hybrid-adamw-early"),
+    pytest.param({"update_rule": "hybrid", "layer_scope": "late_blocks"}, id="hybrid-adamw-late"),
+    pytest.param({"update_rule": "hybrid", "hybrid_base": "sgd_momentum", "layer_scope": "classifier"},
+                 id="hybrid-sgd-classifier"),
+]
+
+
+def _layout_model(hp, foreach, layout, order=False):
+    """A four-layer MLP and NeuroPlastic over it: one group in model order, or the no-decay layout (matrices,
+    then biases with weight_decay=0; both groups' hyperparameters equal)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 8), nn.Tanh(),
+                          nn.Linear(8, 3)).double()
+    if layout == "one":
+        params = model.parameters()
+    else:
+        params = [{"params": [p for p in model.parameters() if p.ndim > 1]},
+                  {"params": [p for p in model.parameters() if p.ndim == 1], "weight_decay": 0.0}]
+    opt = NeuroPlastic(params, **{"lr": 0.05, "plasticity_scale": 2.0, "foreach": foreach, **hp},
+                       param_order=model.parameters() if order else None)
+    return model, opt
+
+
+def _train(model, opt, steps):
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(32, 6, generator=g, dtype=torch.float64), torch.randint(0, 3, (32,), generator=g)
+    for _ in range(steps):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def _layout_run(hp, foreach, layout, order=False, steps=5):
+    model, opt = _layout_model(hp, foreach, layout, order)
+    return _train(model, opt, steps), opt
+
+
+@pytest.mark.parametrize("hp", LAYER_VARIANTS)
+@pytest.mark.parametrize("foreach", [False, True])
+def test_no_decay_layout_with_param_order_steps_exactly_like_one_group(foreach, hp):
+    one, _ = _layout_run(hp, foreach, "one")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # param_order given: no layer-order warning
+        grouped, _ = _layout_run(hp, foreach, "no_decay", order=True)
+    for i, (a, b) in enumerate(zip(one, grouped)):
+        assert torch.equal(a, b), f"tensor {i}"
+    # without param_order the biases of group 1 become the "classifier": the layout changes the run and warns
+    with pytest.warns(RuntimeWarning, match=r"labels layers by position .* Pass param_order=model\.parameters\(\)"):
+        unordered, _ = _layout_run(hp, foreach, "no_decay")
+    assert not all(torch.equal(a, b) for a, b in zip(one, unordered))
+
+
+def test_layer_order_warning_fires_once_and_only_when_labels_are_read():
+    hp = {"lr_controller_mode": "layerwise"}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _layout_run(hp, True, "no_decay")
+    assert [str(w.message).count("lr_controller_mode='layerwise'") for w in caught] == [1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _layout_run(hp, True, "one")  # one group: its order is the model's
+        _layout_run({"update_rule": "hybrid"}, True, "no_decay")  # layer_scope "all" reads no labels
+        _layout_run({}, True, "no_decay")
+        # the global controller's steps do not read labels (only its per-layer diagnostics do): no warning
+        _layout_run({"lr_controller_mode": "global", "diag_every": 1}, True, "no_decay")
+
+
+def test_param_order_accepts_named_parameters_and_ignores_tensors_not_optimized():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), nn.Linear(5, 3))
+    frozen = model[0].weight
+    params = [model[1].bias, model[1].weight, model[0].bias]  # reversed; frozen left out
+    opt = NeuroPlastic(params, param_order=model.named_parameters())
+    assert opt.state_dict()["run_state"]["param_order"] == [2, 1, 0]
+    ids = [id(p) for p in opt._layer_order()]
+    assert id(frozen) not in ids and ids == [id(model[0].bias), id(model[1].weight), id(model[1].bias)]
+    extra = torch.zeros(2, requires_grad=True)  # added later: after the ordered tensors
+    opt.add_param_group({"params": [extra]})
+    assert opt._layer_order()[-1] is extra
+    opt.set_param_order([extra, *model.parameters()])
+    assert opt._layer_order()[0] is extra
+
+
+def test_param_order_missing_an_optimized_tensor_raises_naming_it():
+    a, b = torch.zeros(3, requires_grad=True), torch.zeros(2, 4, requires_grad=True)
+    with pytest.raises(ValueError, match=r"^NeuroPlastic: param_order lacks 1 of the optimizer's parameters, the "
+                                         r"first parameter 0 of param group 1 \(shape \(2, 4\)\)"):
+        NeuroPlastic([{"params": [a]}, {"params": [b]}], param_order=[a])
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+def test_param_order_survives_state_dict_deepcopy_and_pickle(foreach):
+    """Saved as flat indices: a resume into an optimizer built without param_order, a deepcopy and a
+    torch.save/load copy all continue exactly like the uninterrupted run."""
+    hp = {"lr_controller_mode": "classifier_only", "lr_controller_strength": 0.5}
+    ref, _ = _layout_run(hp, foreach, "no_decay", order=True, steps=6)
+    model, opt = _layout_model(hp, foreach, "no_decay", order=True)
+    _train(model, opt, 3)
+    sd = copy.deepcopy(opt.state_dict())
+    assert sd["run_state"]["param_order"] == [0, 4, 1, 5, 2, 6, 3, 7]  # indices, never tensors
+    buf = io.BytesIO()
+    torch.save((model, opt), buf)
+    buf.seek(0)
+    copies = [copy.deepcopy((model, opt)), torch.load(buf, weights_only=False)]
+    resumed_model, resumed = _layout_model(hp, foreach, "no_decay", order=False)
+    resumed_model.load_state_dict(model.state_dict())
+    resumed.load_state_dict(sd)
+    for m, o in [*copies, (resumed_model, resumed)]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the order came along: no layer-order warning
+            after = _train(m, o, 3)
+        for i, (a, b) in enumerate(zip(ref, after)):
+            assert torch.equal(a, b), f"tensor {i}"
+
+
+def test_loading_a_malformed_param_order_raises_before_loading():
+    p = torch.zeros(3, requires_grad=True)
+    opt = NeuroPlastic([p, torch.zeros(2, requires_grad=True)])
+    sd = opt.state_dict()
+    sd["run_state"]["param_order"] = [0, 0]
+    with pytest.raises(ValueError, match=r"run_state\['param_order'\] must be a list holding a permutation"):
+        opt.load_state_dict(sd)
+    assert "param_order" not in opt._run

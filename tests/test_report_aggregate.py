@@ -33,6 +33,8 @@ def test_summaries_match_numpy_and_count_the_diverged_run(agg):
     assert bio["values"]["final_test"][2] is None  # kept in place, not dropped
     assert bio["stats"]["seed_effective_rank"]["mean"] == pytest.approx(np.mean(ERANK["bio"]))
     assert agg["per_label"]["adamw"]["stats"]["optimizer_state_bytes"]["mean"] == 2000
+    # every run's commit and code path travel with the label (the claims compare them across arms)
+    assert agg["per_label"]["bio"]["provenance"] == [{"seed": s, "git_sha": "abc", "code_path": None} for s in (0, 1, 2)]
 
 
 def test_comparison_is_welch_on_finite_runs_with_holm(agg):

@@ -108,6 +108,7 @@ def test_analysis_scripts_build_a_paper_that_uses_only_macros(agg, tmp_path):
     _run("table_main.py", "--results", str(res), "--out", str(gen / "synth" / "table_main.tex"))
     _run("table_protocol.py", "--results", str(res), "--out", str(gen / "protocol.tex"))
     _run("table_claims.py", "--claims", cj, "--out", str(gen / "claims_table.tex"))
+    _run("fig_forest.py", "--claims", cj, "--out", str(gen / "fig_forest"))
     _run("numbers_tex.py", "--results", str(res), "--claims", cj, "--out", str(gen / "numbers.tex"))
     _run("results_section.py", "--results", str(res), "--out", str(gen / "results.tex"))
     numbers = (gen / "numbers.tex").read_text()
@@ -119,7 +120,8 @@ def test_analysis_scripts_build_a_paper_that_uses_only_macros(agg, tmp_path):
     # A digit not glued to a word (BiostatisV6 is a name) is a hand-typed number.
     assert not re.search(r"(?<![A-Za-z])\d", re.sub(r"\\(input|ref|label)\{[^}]*\}|\[[^\]]*\]|\{\d+pt\}", "", body)), \
         "ms.tex must not contain hand-typed numbers"
-    for macro in re.findall(r"\\((?:Claims|Study)[A-Za-z]+)", ms):
+    assert (gen / "limitations.tex").exists() and (gen / "conclusion.tex").exists() and (gen / "fig_forest.pdf").exists()
+    for macro in re.findall(r"\\((?:Claims|Study|Replication)[A-Za-z]+)", ms):
         assert rf"\newcommand{{\{macro}}}" in numbers, macro
     if shutil.which("latexmk") and shutil.which("pdflatex"):
         shutil.copy(REPO / "paper" / "ms.tex", tmp_path / "paper" / "ms.tex")

@@ -9,13 +9,28 @@ import pytest
 
 from optirep.report import readme
 
+def _q(verdict, est, p_holm=None, **over):
+    q = {"verdict": verdict, "method": "bio", "baseline": "adamw", "metric": "final_test", "task_metric": "accuracy",
+         "n_method": 3, "n_baseline": 3, "n_method_failed": 1, "n_baseline_failed": 0, "sign": 1.0,
+         "effect_scale": "difference", "estimate": est, "ci_low": est - 0.01, "ci_high": est + 0.01,
+         "sesoi": 0.02, "claimed_effect": 0.04, "test": "paired t", "p_primary": 0.004, "p_kind": "superiority",
+         "provenance": {"flags": []}, "equal_tuning": True}
+    if p_holm is not None:
+        q["p_holm"] = p_holm
+    q.update(over)
+    return q
+
+
 CLAIMS = {
-    "alpha": 0.05, "n_claims": 2, "counts": {"replicated": 1, "not replicated": 0, "inconclusive": 0,
-                                             "baseline failed": 0, "not run": 1},
+    "alpha": 0.05, "n_claims": 2, "holm_family_size": 1,
+    "counts": {"replicated": 1, "not replicated": 0, "inconclusive": 0, "baseline failed": 0, "not run": 1},
+    "replication_counts": {"not replicated": 1},
     "claims": [
         {"id": "V6-1", "statement": "acc | up", "seed_value": {"text": "69.23 -> 72.01%"}, "verdict": "replicated",
-         "scale": "reduced scale, CPU", "mean_method": 0.9, "mean_baseline": 0.8, "n_method": 3, "n_baseline": 3,
-         "p_holm": 0.01},
+         "scale": "reduced scale, CPU", "replication_verdict": "not replicated",
+         "questions": {"replication": _q("not replicated", -0.03, provenance={"flags": ["runs from 2 different commits"]}),
+                       "attribution": _q("replicated", 0.05, p_holm=0.01),
+                       "lr_control": _q("replicated", 0.04)}},
         {"id": "V6-3", "statement": "c100", "seed_value": {"text": "x"}, "verdict": "not run", "why": "needs CIFAR-100",
          "scale": None},
     ],
@@ -34,9 +49,16 @@ def test_render_is_a_markdown_table_with_every_claim():
     md = readme.render(CLAIMS)
     rows = [line for line in md.splitlines() if line.startswith("| V6-")]
     assert len(rows) == 2
-    assert r"acc \| up" in rows[0] and "0.9 vs 0.8 (n=3/3, Holm p=0.01)" in rows[0] and "reduced scale, CPU" in rows[0]
+    cells = [c.strip() for c in rows[0].strip("|").split(" | ")]
+    assert cells[1] == r"acc \| up" and cells[-1] == "reduced scale, CPU"
+    # (a) seed settings: effect in pp with its interval, the claim and SESOI, n / failures / test, provenance flag
+    assert cells[3].startswith("-3 pp [-4, -2]; claimed +4 pp; SESOI 2 pp; n=3/3, failed 1/0, paired t, p=0.004")
+    assert "⚑ runs from 2 different commits" in cells[3] and cells[4] == "not replicated"
+    # (b) equal tuning with its Holm-adjusted p, the LR-matched control, and the headline verdict
+    assert "+5 pp [+4, +6]" in cells[5] and "(Holm 0.01)" in cells[5]
+    assert cells[6] == "+4 pp [+3, +5]: replicated" and cells[7] == "replicated"
     assert "not run: needs CIFAR-100" in rows[1]
-    assert "1 replicated, 1 not run" in md
+    assert "1 replicated, 1 not run" in md and "(a) direct replication (the seed's own settings): 1 not replicated" in md
 
 
 def test_update_then_check_passes_and_stale_fails(tmp_path):

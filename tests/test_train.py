@@ -102,8 +102,9 @@ def test_run_writes_all_outputs_and_is_deterministic(tmp_path):
     assert set(rows[0]) >= {"step", "train_loss", "val_metric", "lr", "wall_time_s"}
     assert rec["steps"] == 24 and not rec["diverged"] and 0.0 <= rec["final_test"] <= 1.0
     for key in ("best_val", "best_val_step", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes",
-                "optimizer_state_bytes", "versions", "git_sha", "device", "scale"):
+                "optimizer_state_bytes", "versions", "git_sha", "code_path", "device", "scale"):
         assert key in rec, key
+    assert rec["code_path"] == "torch"  # torch's AdamW with its default foreach setting
     # AdamW: exp_avg + exp_avg_sq (2P) plus one 4-byte step counter per parameter tensor
     assert 0 <= rec["optimizer_state_bytes"] - 2 * rec["param_bytes"] <= 4 * 16
     rec2 = train(run, tmp_path / "b", quiet=True)

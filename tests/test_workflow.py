@@ -36,12 +36,19 @@ def job_counts(stdout: str) -> dict[str, int]:
 
 def expected(workflow: str) -> dict[str, int]:
     """Jobs the study's experiment files define before any extension of an LR sweep: final runs, the initial
-    sweep points, one bracketing round, one sweep record, the random trials and one selection per tuned label."""
+    sweep points, one bracketing round, one sweep record, the random trials and one selection per tuned label.
+    An experiment listed in the workflow's `batch_runs` trains and analyses all seeds of a task x label in one
+    job each (train_seeds_<exp>, analyze_seeds_<exp>) instead of one train job per run."""
     wf = config.yaml.safe_load((ROOT / workflow).read_text())
     n = {"train": 0, "tune_lr": 0, "bracket": 0, "sweep": 0, "tune_random": 0, "select": 0}
     for f in wf["experiments"]:
         cfg = config.load_experiment(ROOT / f)
-        n["train"] += len(config.grid(cfg))
+        batched = cfg["name"] in wf.get("batch_runs", [])
+        if batched:
+            labels = sum(len(t["optimizers"]) for t in cfg["tasks"].values())
+            n[f"train_seeds_{cfg['name']}"] = n[f"analyze_seeds_{cfg['name']}"] = labels
+        else:
+            n["train"] += len(config.grid(cfg))
         for task in cfg["tasks"].values():
             for lb in task["optimizers"]:
                 o = cfg["optimizers"][lb]
@@ -117,7 +124,8 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     smoke = repo / "results" / "smoke"
     cfg = config.load_experiment(repo / "experiments" / "smoke.yaml")
     for task, label, seed in config.grid(cfg):
-        m = json.loads((smoke / "runs" / task / label / f"seed{seed}" / "metrics.json").read_text())
+        run_dir = smoke / "runs" / task / label / config.spec_hash(cfg, task, label) / f"seed{seed}"
+        m = json.loads((run_dir / "metrics.json").read_text())
         assert m["steps"] == cfg["tasks"][task]["steps"] or m["diverged"], (task, label, seed)
     for task in cfg["tasks"]:
         agg = json.loads((smoke / "aggregate" / f"{task}.json").read_text())

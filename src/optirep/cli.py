@@ -4,6 +4,7 @@
     optirep fetch tinyshakespeare --mirror ../shared/datasets
     optirep validate experiments/smoke.yaml     # schema + registry checks, prints the run grid
     optirep train --experiment E --task T --optimizer L --seed S --out DIR [--set k=v] [--hp-json F]
+    optirep train ... --seed 0 --out D0 --seed 1 --out D1    # several runs in one process (optirep.launch)
     optirep tune-trial --experiment E --task T --optimizer L (--lr-point K | --random J --sweep F) --out DIR
     optirep bracket --experiment E --task T --optimizer L --points DIR... [--match F] --out round.json
     optirep select --experiment E --task T --optimizer L --sweep sweep.json --trials DIR... --out selected.json
@@ -17,22 +18,22 @@ Snakemake rules and DVC stages call exactly these commands, so every step also r
 from __future__ import annotations
 
 import argparse
-import json
 import signal
 import sys
 from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
-    from optirep import config
-    from optirep.train import checkpoint_on_sigterm, train
+    from optirep import launch, runio
+    from optirep.train import checkpoint_on_sigterm
 
-    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run.")
+    p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run, or "
+                                "several in one process (repeat --seed and --out, one pair per run).")
     p.add_argument("--experiment", required=True, help="experiments/X.yaml")
     p.add_argument("--task", required=True)
     p.add_argument("--optimizer", required=True, help="an optimizer label of the experiment")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--out", required=True, type=Path, help="run directory")
+    p.add_argument("--seed", type=int, required=True, action="append", help="run seed (one, or one per --out)")
+    p.add_argument("--out", required=True, type=Path, action="append", help="run directory (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override, e.g. task.steps=100 or optimizer.hp.lr=0.01 (repeatable)")
     p.add_argument("--hp-json", type=Path, help="JSON file whose 'hp' mapping overrides the optimizer hp")
@@ -40,18 +41,11 @@ def _train(argv: list[str]) -> int:
     p.add_argument("--stop-after", type=int, default=None, metavar="N",
                    help="leave after N steps, checkpointed (rerun the same command to continue)")
     a = p.parse_args(argv)
-
-    cfg = config.load_experiment(a.experiment)
-    hp = json.loads(a.hp_json.read_text())["hp"] if a.hp_json is not None else None
-    run = config.resolve_run(cfg, a.task, a.optimizer, a.seed, a.set, hp_override=hp, source=a.experiment)
-    checkpoint_on_sigterm()  # SIGTERM: checkpoint and leave with status 143 (main)
-    rec = train(run, a.out, data_root=a.data_root, mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
-    if rec is None:
-        print(f"{a.out}: stopped after {a.stop_after} steps (checkpointed); rerun to continue")
-        return 0
-    status = "DIVERGED at step %s" % rec["diverged_step"] if rec["diverged"] else f"final_test {rec['final_test']:.4g}"
-    print(f"{a.out}: {rec['metric']} {status} ({rec['steps']} steps, {rec['wall_time_s']:.1f} s)")
-    return 0
+    runio.validate_stop_after(a.stop_after)
+    runs = launch.plan_runs(a.seed, a.out)
+    checkpoint_on_sigterm()  # SIGTERM: the run checkpoints and leaves with status 143 (main)
+    return launch.train_runs(a.experiment, a.task, a.optimizer, runs, a.set, a.hp_json, data_root=a.data_root,
+                             mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
 
 
 def _data_args(p: argparse.ArgumentParser) -> None:
@@ -72,6 +66,7 @@ def _tuned_label(cfg: dict, label: str, source: str) -> dict:
 
 def _tune_trial(argv: list[str]) -> int:
     """Train one tuning configuration at every tuning seed (DIR/seed<s>/), then write DIR/trial.json last."""
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json, checkpoint_on_sigterm, train
 
@@ -96,7 +91,7 @@ def _tune_trial(argv: list[str]) -> int:
     else:
         if a.sweep is None:
             p.error("--random needs --sweep (the sweep record whose best lr the trials centre on)")
-        sweep = json.loads(a.sweep.read_text())
+        sweep = runio.read_json(a.sweep)
         trials = tuning.random_trials(cfg, a.optimizer, sweep["best"]["lr"])
         if not 0 <= a.random < len(trials):
             raise config.ConfigError(f"--random {a.random}: {a.experiment} has tuning.random_trials "
@@ -116,6 +111,7 @@ def _tune_trial(argv: list[str]) -> int:
 
 
 def _read_trials(dirs: list[Path]) -> list[dict]:
+    from optirep import runio
     from optirep.tuning import TuningError
 
     out = []
@@ -123,12 +119,13 @@ def _read_trials(dirs: list[Path]) -> list[dict]:
         f = Path(d) / "trial.json"
         if not f.exists():
             raise TuningError(f"{f} does not exist: the tuning trial did not finish")
-        out.append(json.loads(f.read_text()))
+        out.append(runio.read_json(f))
     return out
 
 
 def _bracket(argv: list[str]) -> int:
     """One round of the LR sweep: extend at an edge (or for effective-LR coverage) or stop, as JSON."""
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json
 
@@ -142,7 +139,7 @@ def _bracket(argv: list[str]) -> int:
     a = p.parse_args(argv)
     cfg = config.load_experiment(a.experiment)
     _tuned_label(cfg, a.optimizer, a.experiment)
-    match = json.loads(a.match.read_text()) if a.match else None
+    match = runio.read_json(a.match) if a.match else None
     rec = tuning.bracket_round(cfg, a.optimizer, _read_trials(a.points), match)
     rec["task"] = a.task
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -154,6 +151,7 @@ def _bracket(argv: list[str]) -> int:
 
 
 def _select(argv: list[str]) -> int:
+    from optirep import runio
     from optirep import config, tuning
     from optirep.train import atomic_write_json
 
@@ -167,7 +165,7 @@ def _select(argv: list[str]) -> int:
     a = p.parse_args(argv)
     cfg = config.load_experiment(a.experiment)
     _tuned_label(cfg, a.optimizer, a.experiment)
-    chosen = tuning.select(json.loads(a.sweep.read_text()), _read_trials(a.trials), cfg["tuning"]["select_on"])
+    chosen = tuning.select(runio.read_json(a.sweep), _read_trials(a.trials), cfg["tuning"]["select_on"])
     chosen.update(task=a.task, label=a.optimizer)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(a.out, chosen)
@@ -177,6 +175,7 @@ def _select(argv: list[str]) -> int:
 
 def _derive_hp(argv: list[str]) -> int:
     """Effective-LR control: lr = source lr x the product of diagnostics, averaged over the run and its seeds."""
+    from optirep import runio
     from optirep import config
     from optirep.train import atomic_write_json
     from optirep.tuning import run_gain
@@ -194,7 +193,7 @@ def _derive_hp(argv: list[str]) -> int:
     gains, lrs = [], []
     for d in a.runs:
         gains.append(run_gain(d, spec["keys"]))
-        lrs.append(json.loads((d / "metrics.json").read_text())["hp"]["lr"])
+        lrs.append(runio.read_json(d / "metrics.json")["hp"]["lr"])
     gain = sum(gains) / len(gains)
     hp = {"lr": lrs[0] * gain}
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,12 +240,19 @@ COMMANDS = {
     "analyze": _delegate("optirep.analysis.run"),
     "aggregate": _delegate("optirep.report.aggregate"),
     "claims": _delegate("optirep.report.claims"),
+    "power": _delegate("optirep.report.power"),
     "readme": _delegate("optirep.report.readme"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--version"]:
+        from optirep import __version__
+        from optirep.provenance import git_sha
+
+        print(f"optirep {__version__} (commit {git_sha()})")
+        return 0
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__.strip())
         print("\ncommands: " + ", ".join(COMMANDS))
@@ -256,12 +262,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"optirep: unknown command {cmd!r} (allowed: {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
     from optirep.config import ConfigError
+    from optirep.runio import RunIOError
     from optirep.train import Preempted
     from optirep.tuning import TuningError
 
     try:
         return COMMANDS[cmd](rest)
-    except (ConfigError, TuningError, FileNotFoundError, KeyError) as exc:
+    except (ConfigError, TuningError, RunIOError, FileNotFoundError, KeyError) as exc:
         print(f"optirep {cmd}: error: {exc}", file=sys.stderr)
         return 2
     except Preempted as exc:  # checkpointed on SIGTERM; the rerun resumes

@@ -2,7 +2,8 @@
 
     python -m optirep.config experiments/smoke.yaml     # validate and print the resolved grid
 
-Config is data: `experiments/schema.yaml` checks the shape (unknown keys are errors), then
+Config is data: the JSON Schema shipped in the package (`optirep/schema/experiment.yaml`; in the
+repository `experiments/schema.yaml` links to it) checks the shape (unknown keys are errors), then
 `check_semantics` checks names against the registries (optimizers, models, datasets, hyperparameter
 names), so a typo fails before any training with the key and the allowed values in the message.
 """
@@ -10,17 +11,21 @@ names), so a typo fails before any training with the key and the allowed values 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import inspect
 import json
+import re
 import sys
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
-DEFAULT_SCHEMA = Path(__file__).resolve().parents[2] / "experiments" / "schema.yaml"
+#: The experiment schema as package data (works in a non-editable install; read with importlib.resources).
+DEFAULT_SCHEMA = resources.files("optirep") / "schema" / "experiment.yaml"
 SEGMENTATION_METRICS = ("pixel_accuracy", "miou")
 #: Orientation of every task metric (the schema's `metric` enum), for training, aggregation and verdicts.
 HIGHER_IS_BETTER = {"accuracy": True, "perplexity": False, "recon_mse": False, "pixel_accuracy": True, "miou": True}
@@ -30,8 +35,23 @@ class ConfigError(ValueError):
     """An experiment file or override is invalid; the message names the file and key."""
 
 
-def schema_path(experiment_path: Path | None = None) -> Path:
-    """experiments/schema.yaml beside the experiment file, else the repository's."""
+class YAMLLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading `1e-3` and `1.0e8` as numbers (YAML 1.2; PyYAML's YAML 1.1 makes them strings)."""
+
+
+YAMLLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str):
+    """Parse YAML text the way users write numbers (see YAMLLoader); what every experiment reader uses."""
+    return yaml.load(text, Loader=YAMLLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def schema_path(experiment_path: Path | None = None):
+    """schema.yaml beside the experiment file, else the package's (a Path or importlib Traversable)."""
     if experiment_path is not None:
         beside = Path(experiment_path).resolve().parent / "schema.yaml"
         if beside.exists():
@@ -39,12 +59,23 @@ def schema_path(experiment_path: Path | None = None) -> Path:
     return DEFAULT_SCHEMA
 
 
+@functools.lru_cache(maxsize=8)
+def _read_schema(schema_file) -> dict:
+    return load_yaml(schema_file.read_text())
+
+
+def load_schema(schema_file=None) -> dict:
+    """The parsed experiment schema (`schema_path()`'s by default); parsed once per process."""
+    schema_file = schema_file or DEFAULT_SCHEMA
+    return copy.deepcopy(_read_schema(Path(schema_file) if isinstance(schema_file, str) else schema_file))
+
+
 def _where(error: jsonschema.ValidationError) -> str:
     return ".".join(str(p) for p in error.absolute_path) or "<top level>"
 
 
 def validate_schema(cfg: dict, source: str, schema_file: Path | None = None) -> None:
-    schema = yaml.safe_load(Path(schema_file or DEFAULT_SCHEMA).read_text())
+    schema = load_schema(schema_file)
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(cfg), key=lambda e: list(e.absolute_path))
     if errors:
@@ -80,6 +111,12 @@ def check_semantics(cfg: dict, source: str) -> None:
             if key not in allowed:
                 problems.append(f"optimizers.{label}: unknown hyperparameter {key!r} for {o['name']} "
                                 f"(allowed: {', '.join(sorted(allowed))})")
+        try:  # types and ranges of the given hp (lr > 0 and finite, betas in [0, 1), ...)
+            from optirep.runio import check_hp
+
+            check_hp(o["name"], o.get("hp", {}))
+        except ConfigError as exc:
+            problems.append(str(exc).replace("optimizer.hp", f"optimizers.{label}.hp", 1))
         if o.get("tune") and not o.get("search_space"):
             problems.append(f"optimizers.{label}: tune: true needs a search_space")
         lr_from = o.get("lr_from")
@@ -123,7 +160,7 @@ def load_experiment(path: str | Path) -> dict:
     if not path.exists():
         raise ConfigError(f"experiment file not found: {path}")
     try:
-        cfg = yaml.safe_load(path.read_text())
+        cfg = load_yaml(path.read_text())
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     if not isinstance(cfg, dict):
@@ -137,6 +174,10 @@ def load_experiment(path: str | Path) -> dict:
     return cfg
 
 
+#: What `--set optimizer.<key>` and `--set run.<key>` may set (task.* keys are checked by the schema).
+OVERRIDABLE = {"optimizer": ("hp", "closure"), "run": ("device", "threads")}
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], yaml-parsed value)."""
     if "=" not in text:
@@ -145,14 +186,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     parts = [p for p in key.strip().split(".") if p]
     if not parts or parts[0] not in ("task", "optimizer", "run"):
         raise ConfigError(f"--set {text!r}: key must start with task., optimizer. or run. (got {key!r})")
-    return parts, yaml.safe_load(raw)
+    allowed = OVERRIDABLE.get(parts[0])
+    if allowed is not None and (len(parts) < 2 or parts[1] not in allowed
+                                or (parts[1] != "hp" and len(parts) != 2) or (parts[1] == "hp" and len(parts) != 3)):
+        keys = ", ".join(f"{parts[0]}.{k}" + (".<name>" if k == "hp" else "") for k in allowed)
+        raise ConfigError(f"--set {text!r}: unknown key {key.strip()!r} (allowed: {keys}, task.<key>)")
+    try:
+        value = load_yaml(raw)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML ({exc})") from None
+    return parts, value
 
 
-def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+def request_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
                 hp_override: dict | None = None, source: str = "<experiment>") -> dict:
-    """The complete config of one training run (what config.json records)."""
-    from optirep import optim
+    """The run as the experiment and the command line ask for it, before the registry resolves it.
 
+    Pure data (no torch import): `resolve_run` completes it; `optirep.launch` compares it with a
+    finished run's config.json to recognise the run without importing torch. `optimizer.closure`
+    is present only where the experiment or an override sets it.
+    """
     if task not in cfg["tasks"]:
         raise ConfigError(f"{source}: unknown task {task!r} (allowed values: {', '.join(cfg['tasks'])})")
     t = copy.deepcopy(cfg["tasks"][task])
@@ -160,14 +213,14 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
         raise ConfigError(f"{source}: task {task!r} has no optimizer {label!r} "
                           f"(allowed values: {', '.join(t['optimizers'])})")
     o = copy.deepcopy(cfg["optimizers"][label])
-    entry = optim.spec(o["name"])
     run = {
         "experiment": cfg["name"], "scale": cfg["scale"], "task_name": task, "label": label, "seed": seed,
         "device": cfg.get("device", "auto"), "threads": cfg.get("threads"),
         "task": t,
-        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {})),
-                      "closure": o.get("closure", entry.needs_closure)},
+        "optimizer": {"name": o["name"], "hp": dict(o.get("hp", {}))},
     }
+    if "closure" in o:
+        run["optimizer"]["closure"] = o["closure"]
     if "multiplexer" in o:
         t["multiplexer"] = o["multiplexer"]
     if hp_override:
@@ -185,8 +238,44 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
         if parts in (["task", "steps"], ["task", "epochs"]):
             # a run is sized by steps or by epochs, not both: setting one replaces the other
             run["task"].pop("epochs" if parts[1] == "steps" else "steps", None)
+    return run
+
+
+def class_defaults(cls: type) -> dict[str, Any]:
+    """Every keyword of `cls.__init__` with a default (except params), as JSON-ready values.
+
+    Tuples become lists (as JSON writes them); a default JSON cannot hold is recorded as its repr.
+    """
+    out: dict[str, Any] = {}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name in ("self", "params") or p.default is inspect.Parameter.empty:
+            continue
+        if p.kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD):
+            continue
+        v = p.default
+        try:
+            out[name] = json.loads(json.dumps(v))
+        except (TypeError, ValueError):
+            out[name] = repr(v)
+    return out
+
+
+def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str] = (),
+                hp_override: dict | None = None, source: str = "<experiment>") -> dict:
+    """The complete config of one training run (what config.json records).
+
+    `optimizer.resolved_hp` is every keyword the optimizer class runs with: its signature defaults,
+    overridden by the registry entry's defaults, overridden by the run's hp; `config_hash` covers it,
+    so a change of any default is a different run.
+    """
+    from optirep import optim
+
+    run = request_run(cfg, task, label, seed, overrides, hp_override, source)
+    o = run["optimizer"]
+    entry = optim.spec(o["name"])
+    o.setdefault("closure", entry.needs_closure)
     # Re-validate the task and optimizer after overrides with the same schema.
-    schema = yaml.safe_load(schema_path().read_text())
+    schema = load_schema()
     for part, ref in (("task", "task"), ("optimizer", "optimizer")):
         sub = {**schema["$defs"][ref], "$defs": schema["$defs"]}
         obj = run["task"] if part == "task" else {"name": run["optimizer"]["name"], "hp": run["optimizer"]["hp"]}
@@ -198,7 +287,8 @@ def resolve_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
     if unknown:
         raise ConfigError(f"{source}: unknown hyperparameter(s) {unknown} for {o['name']} "
                           f"(allowed: {', '.join(sorted(allowed))})")
-    run["optimizer"]["resolved_hp"] = optim.resolve_hp(o["name"], **run["optimizer"]["hp"])
+    run["optimizer"]["resolved_hp"] = {**class_defaults(entry.cls),
+                                       **optim.resolve_hp(o["name"], **run["optimizer"]["hp"])}
     run["config_hash"] = config_hash(run)
     return run
 
@@ -208,17 +298,65 @@ def config_hash(run: dict) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# ----------------------------------------------------------------------------- results layout
+SPEC_PREFIX = "cfg-"
+SPEC_PATTERN = r"cfg-[0-9a-f]{10}"
+
+
+def run_spec(cfg: dict, task: str, label: str) -> dict:
+    """Everything of an experiment file that the runs of (task, label) depend on (docs/DESIGN.md "Results tree").
+
+    The experiment's name, scale, device and threads, the whole task block, the label's optimizer
+    block (without its description), the tuning block for a tuned label, and the source label's
+    spec for an effective-LR control (`lr_from`). Seeds are not part of it (they are path levels).
+    """
+    t, o = cfg["tasks"][task], cfg["optimizers"][label]
+    spec = {"experiment": cfg["name"], "scale": cfg["scale"], "device": cfg.get("device", "auto"),
+            "threads": cfg.get("threads"), "task": t,
+            "optimizer": {k: v for k, v in o.items() if k != "description"}}
+    if o.get("tune"):
+        # the whole tuning block, with load_experiment's defaults (so raw and loaded files hash alike)
+        spec["tuning"] = {"select_on": "final_val", "sampler_seed": 0, **(cfg.get("tuning") or {})}
+    if o.get("lr_from"):
+        spec["lr_from_spec"] = spec_hash(cfg, task, o["lr_from"]["label"])
+    return spec
+
+
+def spec_hash(cfg: dict, task: str, label: str) -> str:
+    """`cfg-<10 hex>`: the results-tree level that keeps runs of different configs apart."""
+    body = json.dumps(run_spec(cfg, task, label), sort_keys=True, default=str)
+    return SPEC_PREFIX + hashlib.sha256(body.encode()).hexdigest()[:10]
+
+
+def label_dir(results: str | Path, kind: str, cfg: dict, task: str, label: str, legacy: bool = True) -> Path:
+    """`<results>/<kind>/<task>/<label>/<spec>` (kind: runs, tune, derived) for the current config.
+
+    legacy: when that folder does not exist but `<results>/<kind>/<task>/<label>` holds runs written
+    before the spec level existed (`seed*` or `trial*` folders directly), return that one, so result
+    trees of earlier versions stay readable.
+    """
+    base = Path(results) / kind / task / label
+    current = base / spec_hash(cfg, task, label)
+    if legacy and not current.exists() and base.is_dir() and any(
+            p.is_dir() and (p.name.startswith("seed") or p.name.startswith("trial")) for p in base.iterdir()):
+        return base
+    return current
+
+
 def grid(cfg: dict) -> list[tuple[str, str, int]]:
     """(task, label, seed) for every final run of the experiment."""
     return [(t, label, s) for t, task in cfg["tasks"].items() for label in task["optimizers"] for s in cfg["seeds"]]
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m optirep.config experiments/X.yaml", file=sys.stderr)
-        return 2
-    cfg = load_experiment(argv[0])
+    import argparse
+
+    p = argparse.ArgumentParser(prog="optirep validate",
+                                description="Validate an experiment YAML (schema + registry checks) and print its "
+                                            "run grid: one line per (task, optimizer label, seed).")
+    p.add_argument("experiment", help="experiments/X.yaml")
+    a = p.parse_args(sys.argv[1:] if argv is None else argv)
+    cfg = load_experiment(a.experiment)
     for t, label, s in grid(cfg):
         print(f"{t}\t{label}\tseed{s}")
     return 0

@@ -16,14 +16,14 @@ global RNG (dropout) is checkpointed, so a resumed run replays exactly what it w
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
 import platform
 import random
-import resource
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -36,8 +36,10 @@ import torch.nn.functional as F
 
 import optirep
 from optirep import data as datalib
-from optirep import models, optim
+from optirep import models, optim, runio
 from optirep.config import HIGHER_IS_BETTER, ConfigError
+from optirep.launch import peak_rss_bytes
+from optirep.provenance import git_sha
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -56,15 +58,12 @@ def checkpoint_on_sigterm() -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
-    os.replace(tmp, path)
+    runio.write_json_atomic(path, obj, default=_json_default)
 
 
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+def atomic_torch_save(obj: Any, path: Path) -> str:
+    """Returns the file's sha256 (recorded in metrics.json, verified by the readers)."""
+    return runio.save_torch_atomic(obj, path)
 
 
 def _json_default(o):
@@ -81,15 +80,27 @@ def _finite_or_nan(x: float) -> float:
     return float(x) if x is not None and math.isfinite(float(x)) else float("nan")
 
 
-def git_sha() -> str:
-    try:
-        root = Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "") if sha.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+def code_path(opt: torch.optim.Optimizer) -> str:
+    """Which implementation each param group's step ran: "compiled", "foreach" or "reference" for this
+    project's optimizers (their `foreach` / `compile` settings, as their step() decides), "torch" plus the
+    group's foreach setting for torch's own optimizers. Distinct paths joined by "+" (recorded per run so a
+    comparison whose arms ran different code can be flagged; issue #10, rule 11)."""
+    from optirep.optim._base import use_compiled
+
+    paths = []
+    for group in opt.param_groups:
+        params = [p for p in group["params"] if p is not None]
+        if "compile" in group and "foreach" in group and params:
+            if group["foreach"] is False:
+                paths.append("reference")
+            elif use_compiled(group["compile"], sum(p.numel() for p in params), params[0].device):
+                paths.append("compiled")
+            else:
+                paths.append("foreach")
+        else:
+            fe = group.get("foreach")
+            paths.append("torch" + ("" if fe is None else (":foreach" if fe else ":for-loop")))
+    return "+".join(sorted(set(paths)))
 
 
 def versions() -> dict:
@@ -362,20 +373,25 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
 
     `stop_after`: leave after that many steps in this invocation, checkpointed and without
     metrics.json (a time-limited cluster slot); rerunning continues. Returns None then.
+
+    The run is validated completely before anything is written (`runio.validate_run`; config.json
+    only once data, model and optimizer are built), and `out` is locked for the run's lifetime
+    (`runio.RunDir`: a second writer gets RunLockedError; stale files of a killed run are cleaned).
     """
-    out.mkdir(parents=True, exist_ok=True)
-    cfg_file, final_file, ckpt_file = out / "config.json", out / "metrics.json", out / "ckpt.pt"
-    if cfg_file.exists():
-        old = json.loads(cfg_file.read_text())
-        if old.get("config_hash") != run["config_hash"]:
-            raise ConfigError(f"{out} holds a run with a different config (config_hash {old.get('config_hash')} "
-                              f"!= {run['config_hash']}); use another --out or delete it")
-        if final_file.exists():
+    out = Path(out)
+    runio.validate_stop_after(stop_after)
+    runio.validate_run(run)
+    with runio.RunDir(out, run, quiet) as rundir:
+        if rundir.finished is not None:
             if not quiet:
                 print(f"{out}: already finished", file=sys.stderr)
-            return json.loads(final_file.read_text())
-    else:
-        atomic_write_json(cfg_file, run)
+            return rundir.finished
+        return _train(run, out, rundir, data_root, mirror, quiet, stop_after)
+
+
+def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mirror: str | None,
+           quiet: bool, stop_after: int | None) -> dict | None:
+    final_file, ckpt_file = out / "metrics.json", out / runio.CKPT_NAME
 
     # -- seed and device
     task, seed = run["task"], run["seed"]
@@ -385,14 +401,20 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
     device = pick_device(run["device"])
 
     # -- data (the subset/split seed is the run seed: every optimizer sees the same subset)
-    splits = datalib.load(task["dataset"], root=data_root, mirror=mirror, seed=seed, **task.get("data_args", {}))
+    try:
+        splits = datalib.load(task["dataset"], root=data_root, mirror=mirror, seed=seed, **task.get("data_args", {}))
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task.data_args ({task['dataset']}): {exc}") from None
     objective = OBJECTIVES[task["objective"]](task, splits, device, seed)
 
     # -- model
     model_args = dict(task.get("model_args", {}))
     if task["objective"] == "lm" or splits.info.get("kind") == "text":
         model_args.setdefault("vocab_size", splits.info["vocab_size"])  # the tokenizer's
-    model = models.build_model(task["model"], **model_args).to(device)
+    try:
+        model = models.build_model(task["model"], **model_args).to(device)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"task.model_args ({task['model']}): {exc}") from None
     if task.get("channels_last") and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     final_linear_key = None
@@ -415,8 +437,9 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
     # -- state (fresh or resumed)
     state = {"step": 0, "history": [], "best_val": None, "best_val_step": None, "train_time": 0.0,
              "opt_time": 0.0, "opt_steps": 0, "diverged": False, "diverged_step": None}
-    if ckpt_file.exists():
-        ck = torch.load(ckpt_file, map_location=device, weights_only=False)
+    rundir.write_config()  # the run is valid: data, model and optimizer are built
+    ck = runio.resume_checkpoint(out, map_location=device)
+    if ck is not None:
         model.load_state_dict(ck["model"]), opt.load_state_dict(ck["optimizer"])
         if sched is not None:
             sched.load_state_dict(ck["scheduler"])
@@ -435,7 +458,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
         # Losses not yet averaged into a log row travel with the checkpoint (exact float32 values),
         # so a run stopped between evals logs the same train_loss as an uninterrupted one.
         state["pending"] = [float(v) for v in pending]
-        atomic_torch_save({
+        runio.save_checkpoint({
             "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None,
             "mux": objective.mux.state_dict() if hasattr(objective, "mux") else None,
@@ -535,10 +558,11 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
                     f.write(json.dumps(row, default=_json_default) + "\n")
                 if bar is not None:
                     bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{v:.4g}")
-            if step % ckpt_every == 0 or step == steps or state["diverged"]:
-                checkpoint()
         else:
             state["train_time"] += time.perf_counter() - t0
+        # checkpoint_every is its own period (also between evals): pending losses travel in the checkpoint
+        if step % ckpt_every == 0 or step == steps or state["diverged"]:
+            checkpoint()
         if bar is not None:
             bar.update(1)
     if bar is not None:
@@ -548,6 +572,7 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
     model.eval()
     nan = float("nan")
     extra: dict[str, Any] = {}
+    files_sha256: dict[str, str] = {}  # what the readers verify (runio.load_state_dict / load_npz)
     if state["diverged"]:
         final_test = final_val = nan
         final_train_loss = nan
@@ -570,14 +595,16 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
                          if hasattr(objective.mux, "weights_dict") else None)
         n_feat = task.get("features", 512 if task["objective"] == "classification" else 0)
         if n_feat and hasattr(objective, "features"):
-            np.savez_compressed(out / "features.npz.tmp.npz", **objective.features(model, n_feat))
-            os.replace(out / "features.npz.tmp.npz", out / "features.npz")
-        atomic_torch_save(model.state_dict(), out / "model.pt")
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **objective.features(model, n_feat))
+            runio.write_bytes_atomic(out / "features.npz", buf.getvalue())
+            files_sha256["features.npz"] = hashlib.sha256(buf.getvalue()).hexdigest()
+        files_sha256["model.pt"] = atomic_torch_save(model.state_dict(), out / "model.pt")
     state_bytes = sum(v.numel() * v.element_size() for s in opt.state.values() for v in s.values()
                       if isinstance(v, torch.Tensor))
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss_bytes())
     record = {
         "experiment": run["experiment"], "scale": run["scale"], "task": run["task_name"], "label": run["label"],
         "optimizer": o["name"], "seed": seed, "hp": o["resolved_hp"], "metric": task["metric"],
@@ -592,10 +619,12 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
         "peak_memory_bytes": peak, "optimizer_state_bytes": state_bytes, "param_bytes": param_bytes,
         "diagnostics": state["history"][-1]["diag"] if state["history"] else {},
         "final_linear_key": final_linear_key, "extra": extra, "versions": versions(), "git_sha": git_sha(),
-        "device": device_name(device), "config_hash": run["config_hash"],
+        "code_path": code_path(opt),
+        "device": device_name(device), "config_hash": run["config_hash"], "files_sha256": files_sha256,
     }
     atomic_write_json(final_file, record)
     # A finished run is never resumed (rerunning returns its metrics.json), so its last checkpoint, the
     # largest file of the run (weights + optimizer state), is dropped; model.pt keeps the final weights.
     ckpt_file.unlink(missing_ok=True)
+    (out / runio.CKPT_PREV).unlink(missing_ok=True)
     return record

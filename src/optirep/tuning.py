@@ -36,8 +36,6 @@ import math
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from scipy.stats import qmc
-
 #: relative tolerance when a grid end meets a range end or a hard bound (floating-point noise)
 _EPS = 1e-9
 
@@ -57,6 +55,8 @@ def sample_trials(search_space: dict, n: int, seed: int = 0) -> list[dict]:
     names = sorted(search_space)
     if not names:
         return [{} for _ in range(n)]
+    from scipy.stats import qmc  # here, not at import: `optirep train` never needs scipy
+
     points = qmc.Halton(d=len(names), scramble=True, seed=seed).random(n)
     return [{name: _at(name, search_space[name], u) for name, u in zip(names, row)} for row in points]
 
@@ -184,10 +184,9 @@ def run_gain(run_dir: Path, keys: Sequence[str]) -> float:
     """
     run_dir = Path(run_dir)
     per_row = []
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        if not line.strip():
-            continue
-        r = json.loads(line)
+    from optirep.runio import read_jsonl  # a cut line is named (path:line)
+
+    for r in read_jsonl(run_dir / "metrics.jsonl"):
         missing = [k for k in keys if k not in r.get("diag", {})]
         if missing:
             raise KeyError(f"{run_dir}/metrics.jsonl step {r.get('step')}: diagnostics lack {missing} "

@@ -179,18 +179,42 @@ def _display(img: np.ndarray) -> np.ndarray:
     return img[0] if img.shape[0] == 1 else np.transpose(img, (1, 2, 0))
 
 
+# Largest figure that fits the paper's text block with its caption (inches: width, height).
+GRID_MAX_IN = (6.5, 7.5)
+GRID_LABEL_IN = 1.1  # left margin for the optimizer names
+GRID_TITLE_IN = 0.35
+
+
+def grid_size(n_images: int, n_optimizers: int, max_in=GRID_MAX_IN) -> tuple[float, float]:
+    """(width, height) in inches of the Grad-CAM grid: images as columns, the input row then one row
+    per optimizer, square cells as large as fit in `max_in` (at most 0.9 in).
+
+    Raises:
+        ValueError: when the grid would need cells under 0.25 in (about 3 mm) to fit; show fewer
+            images or optimizers then.
+    """
+    rows = 1 + n_optimizers
+    cell = min(0.9, (max_in[0] - GRID_LABEL_IN) / n_images, (max_in[1] - GRID_TITLE_IN) / rows)
+    if cell < 0.25:
+        raise ValueError(f"a Grad-CAM grid of {n_images} images x {n_optimizers} optimizers does not fit "
+                         f"{max_in[0]} x {max_in[1]} in with cells of at least 0.25 in; use fewer images "
+                         f"(--per-class) or optimizers")
+    return GRID_LABEL_IN + cell * n_images, GRID_TITLE_IN + cell * rows
+
+
 def gradcam_grid(images, maps_by_optimizer: Mapping[str, np.ndarray], out_path,
                  title: str | None = None) -> Path:
-    """Save a grid figure: one row per image, the input then one Grad-CAM overlay per optimizer.
+    """Save a grid figure: one column per image; the input row, then one Grad-CAM overlay row per optimizer.
 
-    CAM intensities are per-image min-max normalised by pytorch-grad-cam, so they are never
-    comparable across optimizers (or images): read the figure for *where* each model looks, and
-    the ROAD scores for how faithful the maps are.
+    Sized by `grid_size` to fit a page with its caption (10 images x 13 optimizers still fit);
+    optimizer names label the rows horizontally. CAM intensities are per-image min-max normalised
+    by pytorch-grad-cam, so they are never comparable across optimizers (or images): read the
+    figure for *where* each model looks, and the ROAD scores for how faithful the maps are.
 
     Args:
         images: `[B, C, H, W]` (tensor or array) as fed to the model; each is min-max stretched for
             display only.
-        maps_by_optimizer: {optimizer label: `[B, H, W]` maps in [0, 1]}, columns in this order.
+        maps_by_optimizer: {optimizer label: `[B, H, W]` maps in [0, 1]}, rows in this order.
         out_path: file to write (format from its suffix); written atomically.
 
     Returns:
@@ -208,22 +232,25 @@ def gradcam_grid(images, maps_by_optimizer: Mapping[str, np.ndarray], out_path,
         if np.shape(maps) != (b, *imgs.shape[-2:]):
             raise ValueError(f"maps for {label!r} must have shape {(b, *imgs.shape[-2:])}, "
                              f"got {np.shape(maps)}")
-    cols = 1 + len(maps_by_optimizer)
-    fig = Figure(figsize=(1.6 * cols, 1.6 * b + 0.6), constrained_layout=True)
-    axes = fig.subplots(b, cols, squeeze=False)
+    width, height = grid_size(b, len(maps_by_optimizer))
+    fig = Figure(figsize=(width, height))
+    axes = fig.subplots(1 + len(maps_by_optimizer), b, squeeze=False,
+                        gridspec_kw={"wspace": 0.03, "hspace": 0.03})
+    fig.subplots_adjust(left=GRID_LABEL_IN / width, right=0.995, bottom=0.005, top=1 - GRID_TITLE_IN / height)
     for i in range(b):
         shown = _display(imgs[i])
         gray = "gray" if shown.ndim == 2 else None
-        axes[i, 0].imshow(shown, cmap=gray)
+        axes[0, i].imshow(shown, cmap=gray)
         for j, maps in enumerate(maps_by_optimizer.values(), start=1):
-            axes[i, j].imshow(shown, cmap=gray)
-            axes[i, j].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
-    for j, label in enumerate(["input", *maps_by_optimizer], start=0):
-        axes[0, j].set_title(label, fontsize=8)
+            axes[j, i].imshow(shown, cmap=gray)
+            axes[j, i].imshow(np.asarray(maps[i]), cmap="jet", alpha=0.5, vmin=0.0, vmax=1.0)
+    for j, label in enumerate(["input", *maps_by_optimizer]):
+        axes[j, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=6)
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle(title or "Grad-CAM, true class (maps min-max normalised per image)", fontsize=8)
+    fig.suptitle(title or "Grad-CAM, true class (maps min-max normalised per image)", fontsize=7,
+                 y=1 - 0.05 / height, va="top")
 
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)

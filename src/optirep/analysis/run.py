@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from optirep import runio
 from optirep.analysis import spectral
 
 NAN = math.nan
@@ -45,8 +46,11 @@ SEED_TOPK = 5
 
 
 def _read_json(path: Path) -> dict:
-    with open(path) as f:
-        return json.load(f)
+    """JSON of a run file; a truncated or non-object file raises RunFileError naming it."""
+    obj = runio.read_json(path)
+    if not isinstance(obj, dict):
+        raise runio.RunFileError(f"{path}: expected a JSON object, got {type(obj).__name__}")
+    return obj
 
 
 def _recorded_key(metrics: dict, config: dict) -> str | None:
@@ -130,15 +134,14 @@ def analyze_run(run_dir: str | os.PathLike, center: bool = True) -> dict[str, An
     }
 
     model_file = run / "model.pt"
+    recorded = metrics.get("files_sha256") or {}  # absent in runs written before the hashes were recorded
     objective = config.get("task", {}).get("objective", "classification")
     if objective != "classification":
         # the seed's fc-weight spectrum is defined for a classifier head only (autoencoders and
         # LMs: feature metrics below, no fc metrics)
         out.update(_nan_weight_metrics())
     elif model_file.is_file():
-        state = torch.load(model_file, map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{model_file} must hold a state_dict (a dict of tensors), got {type(state).__name__}")
+        state = runio.load_state_dict(model_file, sha256=recorded.get("model.pt"))
         out.update(weight_metrics(state, _recorded_key(metrics, config)))
     elif diverged:
         out.update(_nan_weight_metrics())
@@ -147,10 +150,8 @@ def analyze_run(run_dir: str | os.PathLike, center: bool = True) -> dict[str, An
 
     feature_file = run / "features.npz"
     if feature_file.is_file():
-        with np.load(feature_file) as npz:
-            if "features" not in npz:
-                raise KeyError(f"{feature_file} has no 'features' array; arrays: {list(npz.keys())}")
-            fm = spectral.feature_metrics(npz["features"], center=center)
+        npz = runio.load_npz(feature_file, keys=("features",), sha256=recorded.get("features.npz"))
+        fm = spectral.feature_metrics(npz["features"], center=center)
         out.update({f"feature_{k}": v for k, v in fm.items()})
     else:
         out.update(_nan_feature_metrics())
@@ -180,16 +181,21 @@ def write_json_atomic(obj: Any, path: str | os.PathLike) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="optirep analyze",
-                                description="Spectral (seed + Roy-Vetterli) and feature metrics of one run.")
-    p.add_argument("run_dir", help="a finished run directory (contains metrics.json)")
-    p.add_argument("--out", help="JSON file to write (atomically); default: print to stdout")
+                                description="Spectral (seed + Roy-Vetterli) and feature metrics of one run "
+                                            "(or several in one process: one --out per run directory).")
+    p.add_argument("run_dir", nargs="+", help="a finished run directory (contains metrics.json); repeatable")
+    p.add_argument("--out", action="append",
+                   help="JSON file to write (atomically), one per run_dir in order; default: print to stdout")
     p.add_argument("--no-center", action="store_true", help="do not mean-centre the features (RankMe's convention)")
-    args = p.parse_args(argv)
-    result = analyze_run(args.run_dir, center=not args.no_center)
-    if args.out:
-        write_json_atomic(result, args.out)
-    else:
-        print(json.dumps(result, indent=1, allow_nan=True))
+    args = p.parse_intermixed_args(argv)  # RUN1 --out F1 RUN2 --out F2 as well as RUN1 RUN2 --out F1 --out F2
+    if args.out and len(args.out) != len(args.run_dir):
+        p.error(f"--out given {len(args.out)} times for {len(args.run_dir)} run directories (one per run_dir)")
+    for i, run_dir in enumerate(args.run_dir):
+        result = analyze_run(run_dir, center=not args.no_center)
+        if args.out:
+            write_json_atomic(result, args.out[i])
+        else:
+            print(json.dumps(result, indent=1, allow_nan=True))
     return 0
 
 

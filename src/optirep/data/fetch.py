@@ -33,7 +33,9 @@ import gzip
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import sys
 import tarfile
 import tempfile
@@ -53,6 +55,44 @@ _TRUE = {"1", "true", "yes", "on"}
 
 class FetchError(RuntimeError):
     """A dataset file is missing, unreachable, corrupt or fails verification."""
+
+
+def owner_tag() -> str:
+    """`@host@pid@`: put in every temp (`.part`) name, so a later fetch can tell a killed fetch's leftovers."""
+    return f"@{socket.gethostname()}@{os.getpid()}@"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_parts(dest: Path) -> list[Path]:
+    """Remove the `.part` files and folders a killed fetch on this host left in `dest`; returns them.
+
+    Only parts whose owner process (host and pid in the name, `owner_tag`) is gone are removed: a fetch
+    still running here, or on another host sharing the data root, keeps its temp files.
+    """
+    removed = []
+    host = socket.gethostname()
+    for p in sorted(Path(dest).glob(".*.part")):
+        m = re.search(r"@([^@/]+)@(\d+)@", p.name)
+        if m is None or m.group(1) != host or _alive(int(m.group(2))):
+            continue
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+        removed.append(p)
+    if removed:
+        print(f"optirep fetch: removed {len(removed)} temp file(s) of an interrupted fetch in {dest}: "
+              f"{', '.join(p.name for p in removed)}", file=sys.stderr)
+    return removed
 
 
 def data_root(root: str | os.PathLike | None = None) -> Path:
@@ -106,6 +146,8 @@ def fetch(name: str, root: str | os.PathLike | None = None, mirror: str | os.Pat
         for dep in source.requires:
             fetch(dep, root_p, mirror_p, with_deps=True)
     dest = root_p / name
+    if dest.is_dir():
+        clean_stale_parts(dest)
     if (dest / MARKER).is_file():
         return dest
     created = not dest.exists()
@@ -237,7 +279,7 @@ def _install(target: Path, f: RemoteFile, produce, origin: str, new: list[Path],
              downloaded: bool = False) -> str:
     """Write into a temp file beside `target`, verify, then rename into place (and record it in `new`)."""
     # not mkstemp: its 0600 mode would make a shared data root unreadable to others
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.part")
+    tmp = target.with_name(f".{target.name}.{owner_tag()}{uuid.uuid4().hex[:8]}.part")
     try:
         produce(tmp)
         try:
@@ -272,7 +314,7 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
     final = dest / member_dir
     if final.is_dir() and all((final / m).is_file() for m in members):
         return
-    tmp = Path(tempfile.mkdtemp(prefix=f".{member_dir}.", suffix=".part", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{member_dir}.{owner_tag()}", suffix=".part", dir=dest))
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -300,7 +342,7 @@ def _extract(archive: Path, source: Source, dest: Path) -> None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".part")
+    tmp = path.with_name(f".{path.name}.{owner_tag()}.part")
     tmp.write_text(text)
     os.replace(tmp, path)
 
@@ -341,7 +383,7 @@ def _hf_where_to_place(source: Source, origin: Path | None) -> str:
 
 
 def _fetch_hf(source: Source, dest: Path, mirror: Path | None) -> dict:
-    tmp = Path(tempfile.mkdtemp(prefix=".hf.", suffix=".part", dir=dest))
+    tmp = Path(tempfile.mkdtemp(prefix=f".hf.{owner_tag()}", suffix=".part", dir=dest))
     try:
         origin = mirror / source.name if mirror is not None else None
         have_mirror = origin is not None and all(hf_split_files(origin, s.split) for s in source.hf_splits)
@@ -390,7 +432,8 @@ def _hf_download(source: Source, tmp: Path) -> None:
 def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
     p = parser or argparse.ArgumentParser(prog="optirep fetch", description=__doc__.split("\n")[0])
     p.add_argument("dataset", help=f"one of {sorted(SOURCES) + sorted(EMBEDDED)}")
-    p.add_argument("--root", default=None, help="data root (default: $OPTIREP_DATA or ./data)")
+    p.add_argument("--root", "--data-root", dest="root", default=None,
+                   help="data root (default: $OPTIREP_DATA or ./data); --data-root as in optirep train")
     p.add_argument("--mirror", default=None, help="offline mirror <DIR>/<dataset>/<file> (default: $OPTIREP_DATA_MIRROR)")
     p.add_argument("--no-deps", action="store_true", help="skip the default tokenizer files the dataset needs")
     return p

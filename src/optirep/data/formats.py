@@ -135,7 +135,10 @@ def mnist1d(cache: Path | None = None) -> dict[str, np.ndarray]:
     out = {k: np.asarray(d[k]) for k in keys}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.part")
+        from optirep.data.fetch import clean_stale_parts, owner_tag
+
+        clean_stale_parts(cache.parent)  # a killed writer's temp file
+        tmp = cache.with_name(f".{cache.name}.{owner_tag()}.part")
         with open(tmp, "wb") as f:
             np.savez(f, **out)
         os.replace(tmp, cache)
@@ -220,7 +223,10 @@ def read_voc(voc: Path, split: str, size: int, cache: Path | None = None) -> dic
     out = {"x": x, "y": y, "ids": np.asarray(ids)}
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.part")
+        from optirep.data.fetch import clean_stale_parts, owner_tag
+
+        clean_stale_parts(cache.parent)  # a killed writer's temp file
+        tmp = cache.with_name(f".{cache.name}.{owner_tag()}.part")
         try:
             with open(tmp, "wb") as f:
                 np.savez(f, **out)

@@ -25,7 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from optirep.data.fetch import fetch
+from optirep.data.fetch import clean_stale_parts, fetch, owner_tag
 
 __all__ = ["LMTokenizer", "lm_tokenizer", "classification_tokenizer", "cached_array"]
 
@@ -117,7 +117,8 @@ def cached_array(path: Path, make: Callable[[], np.ndarray], dtype=None) -> np.n
     if dtype is not None:
         arr = arr.astype(dtype)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    clean_stale_parts(path.parent)  # a killed writer's temp file
+    tmp = path.with_name(f".{path.name}.{owner_tag()}.part")
     with open(tmp, "wb") as f:
         np.save(f, arr)
     os.replace(tmp, path)

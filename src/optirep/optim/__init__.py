@@ -5,6 +5,9 @@
     opt = optim.build("biostatis_v6", model.parameters(), lr=1e-3)
     e = optim.spec("biostatis_v6")         # Entry: cls, defaults, baseline, mechanisms_off
     ablated = optim.build(e.name, params, **e.mechanisms_off)   # == torch AdamW, step for step
+
+    from optirep.optim import BiostatisV6, NeuroPlastic, EnhancedSGD, create_optimizer
+    opt = create_optimizer(model, "neuroplastic", lr=0.1)       # biases/norms in a weight_decay=0 group
 """
 
 from __future__ import annotations
@@ -14,6 +17,10 @@ from typing import Any, Iterable
 import torch
 
 from . import biostatis, enhanced_sgd, neuroplastic
+from .biostatis import BiostatisV6
+from .enhanced_sgd import EnhancedSGD
+from .factory import create_optimizer, param_groups_weight_decay
+from .neuroplastic import NeuroPlastic
 from .registry import BASELINES, TORCH_ENTRIES, Entry
 
 # The explicit list: torch's baselines first, then each seed method's module.
@@ -57,4 +64,5 @@ def build_baseline(name: str, params, **hp: Any) -> torch.optim.Optimizer:
     return entry.baseline_cls(params, **entry.to_baseline(resolved))
 
 
-__all__ = ["BASELINES", "Entry", "REGISTRY", "available", "build", "build_baseline", "resolve_hp", "spec"]
+__all__ = ["BASELINES", "BiostatisV6", "EnhancedSGD", "Entry", "NeuroPlastic", "REGISTRY", "available", "build",
+           "build_baseline", "create_optimizer", "param_groups_weight_decay", "resolve_hp", "spec"]

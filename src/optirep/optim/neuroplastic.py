@@ -118,8 +118,9 @@ class NeuroPlastic(BioOptimizer):
             the tensor's layer group (layerwise) or over the classifier only (classifier_only; others 1), pooled
             over every param group (sensor_scope="all_groups") or within the tensor's own param group
             ("per_group", the seed's).
-        Layer groups (LR controller, layer_scope) by position in the optimizer's parameter order (every param
-            group, zero-element tensors left out): classifier = the last 2, body = the B before them;
+        Layer groups (LR controller, layer_scope) by position in the layer order: `param_order`'s (the model's
+            order, e.g. model.parameters()) if given, else every param group's tensors one group after another;
+            zero-element tensors left out. classifier = the last 2, body = the B before them;
             early_blocks = body index < ceil(B/2), late_blocks = body index >= floor(B/2). With B odd the middle
             tensor is in both layer scopes and counts as early_blocks for the controller (the seed's split).
         p <- p - lr_eff u,  lr_eff = lr * mult.
@@ -154,6 +155,8 @@ class NeuroPlastic(BioOptimizer):
         * Zero-element parameters are skipped and left out of the layer order (the seed would divide by
           their empty mean).
         * `steps_per_epoch` (not in the seed) derives the epoch from the step count.
+        * `param_order` (not in the seed) labels layers by model order whatever the param-group layout. The
+          seed passes one group in model.parameters() order, whose labels this reproduces exactly.
         * [A] The spec's stabiliser set-point `target_rms * scale_layer` leaves scale_layer undefined;
           taken as 1.
         * `layerwise` (unused in the seed since 72ec610) is not implemented.
@@ -171,9 +174,14 @@ class NeuroPlastic(BioOptimizer):
           stays at epoch 1 (alpha = alpha_g when warmup_epochs > 0); the first step() warns once when an
           epoch-gated mechanism is active and neither is used. optirep's `train` calls set_epoch; PyTorch
           Lightning and the Hugging Face Trainer do not: pass steps_per_epoch=len(train_loader) there.
-        * Layer labels follow the order the parameters are given in. A grouping that moves tensors to a later
-          group (e.g. no-decay biases) changes which tensors are "classifier"; keep model order when the
-          LR controller's layerwise/classifier_only modes or `layer_scope` matter.
+        * Without `param_order`, layer labels follow the order the parameters are given in. A grouping that
+          moves tensors to a later group (e.g. no-decay biases) changes which tensors are "classifier" (and so
+          the layerwise/classifier_only controller's and `layer_scope`'s steps, and the global controller's
+          lr_multiplier_<layer> diagnostics). The first step() warns once when a mechanism whose steps depend
+          on the labels is active over several param groups without `param_order` (not for the global
+          controller, whose steps do not); pass param_order=model.parameters(). The names torch
+          keeps from named_parameters() input (`param_names`) do not give the model's order (registration
+          order is not recoverable from names), so nothing is inferred from them.
 
     Args:
         params: parameters or param groups.
@@ -205,6 +213,11 @@ class NeuroPlastic(BioOptimizer):
         clip_eps: denominator floor of the bounded-residual and modulation clips and the trust ratio (1e-12).
         sensor_scope: "all_groups" (the LR controller pools every param group) or "per_group" (the seed's).
         steps_per_epoch: None (the epoch comes from set_epoch) or the number of steps per epoch.
+        param_order: None (layer order = param groups' order) or an iterable of the model's parameters in
+            model order (`model.parameters()` or `model.named_parameters()`) that the layer labels follow,
+            whatever the grouping. Must hold every optimized tensor (ValueError naming the first missing
+            one); others (frozen ones) are ignored. Kept as flat indices in `state_dict()["run_state"]`;
+            `set_param_order()` re-sets it (tensors of groups added later come after the ordered ones).
         diag_every: compute diagnostics every this many steps (0 = never; default 50).
         foreach: None/True = fast `torch._foreach_*` path, False = single-tensor reference loop.
         compile: True, False or "auto" (default): steps of the classic rule (rule_based or
@@ -257,6 +270,7 @@ class NeuroPlastic(BioOptimizer):
         clip_eps: float = 1e-12,
         sensor_scope: str = "all_groups",
         steps_per_epoch: int | None = None,
+        param_order=None,
         diag_every: int = 50,
         foreach: bool | None = None,
         compile: bool | str = "auto",
@@ -332,6 +346,8 @@ class NeuroPlastic(BioOptimizer):
         # set_epoch was ever called. Both travel in state_dict()["run_state"].
         self._init_run_state()
         self._run.update(steps=0, epoch_set=False)
+        if param_order is not None:
+            self.set_param_order(param_order)
 
     _NAME = _NAME
     _RUN_KEYS = ("epoch", "total_epochs")
@@ -387,10 +403,70 @@ class NeuroPlastic(BioOptimizer):
             return 0.0 if t <= s else min((t - s) / (1.0 - s), 1.0)
         return 0.5 * (1.0 - math.cos(math.pi * min(t, 1.0)))
 
+    def set_param_order(self, params) -> None:
+        """Take the layer labels from `params`' order (e.g. `model.parameters()` or `model.named_parameters()`)
+        instead of the param groups' order.
+
+        Stored as flat indices into the param groups (`run_state["param_order"]` of `state_dict()`), so a
+        checkpoint, deepcopy or pickle keeps it without holding tensors. Tensors of `params` that this
+        optimizer does not hold (e.g. frozen ones) are ignored; tensors of a group added later with
+        `add_param_group` come after the ordered ones until this is called again.
+
+        Raises:
+            ValueError: a parameter of the optimizer is not in `params` (names its group, index and shape).
+        """
+        flat = [p for g in self.param_groups for p in g["params"]]
+        index = {id(p): i for i, p in enumerate(flat)}
+        order: list[int] = []
+        for p in params:
+            if isinstance(p, tuple):  # (name, tensor) pairs of named_parameters()
+                p = p[1]
+            i = index.pop(id(p), None)
+            if i is not None:
+                order.append(i)
+        if index:
+            i = min(index.values())
+            g, k = self._position(i)
+            raise ValueError(f"{_NAME}: param_order lacks {len(index)} of the optimizer's parameters, the first "
+                             f"parameter {k} of param group {g} (shape {tuple(flat[i].shape)}); pass every "
+                             "optimized tensor, e.g. param_order=model.parameters()")
+        self._run["param_order"] = order
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's load plus the run state; a saved `param_order` (flat indices) replaces the current one.
+
+        Raises:
+            ValueError: run_state["param_order"] is not a permutation of 0..k-1 with k at most the number of
+                parameters (checked before anything is loaded).
+        """
+        order = (state_dict.get("run_state") or {}).get("param_order")
+        n = sum(len(g["params"]) for g in state_dict["param_groups"])
+        if order is not None and (not isinstance(order, list) or sorted(order) != list(range(len(order)))
+                                  or len(order) > n):
+            raise ValueError(f"{_NAME}: state_dict run_state['param_order'] must be a list holding a permutation "
+                             f"of 0..k-1 with k <= {n} (the number of parameters); got {order!r}")
+        super().load_state_dict(state_dict)
+
+    def _position(self, flat_index: int) -> tuple[int, int]:
+        """(param group, index within it) of the flat parameter index."""
+        for g, group in enumerate(self.param_groups):
+            if flat_index < len(group["params"]):
+                return g, flat_index
+            flat_index -= len(group["params"])
+        raise IndexError(flat_index)
+
+    def _layer_order(self) -> list[torch.Tensor]:
+        """The optimizer's parameters in label order: param_order's, else the param groups' one after another."""
+        flat = [p for g in self.param_groups for p in g["params"]]
+        order = self._run.get("param_order")
+        if order is None:
+            return flat
+        return [flat[i] for i in order] + flat[len(order):]
+
     def _layer_labels(self) -> dict[int, int]:
         """id(p) -> 0 early_blocks, 1 late_blocks, 2 classifier, _MIDDLE (odd body: the middle tensor), by
-        position in the parameter order of every group; zero-element tensors are left out."""
-        order = [p for g in self.param_groups for p in g["params"] if p.numel() > 0]
+        position in the layer order (`_layer_order`); zero-element tensors are left out."""
+        order = [p for p in self._layer_order() if p.numel() > 0]
         body = max(len(order) - 2, 0)
         early_end, late_start = math.ceil(body / 2), body // 2
         labels = {}
@@ -402,6 +478,24 @@ class NeuroPlastic(BioOptimizer):
             else:
                 labels[id(p)] = 0 if i < early_end else 1
         return labels
+
+    def _check_layer_order(self) -> None:
+        """Warn once if layer labels are read while several param groups stand in for the model order."""
+        if "param_order" in self._run or sum(1 for g in self.param_groups if g["params"]) < 2:
+            return
+        users = []
+        for g in self.param_groups:
+            mode = g["lr_controller_mode"]
+            if mode in ("layerwise", "classifier_only"):  # "global": only its per-layer diagnostics; no warning
+                users.append(f"lr_controller_mode={mode!r}")
+            if g["update_rule"] == "hybrid" and g["layer_scope"] != "all":
+                users.append(f"layer_scope={g['layer_scope']!r}")
+        if users:
+            self._warn_once("layer_order", f"{_NAME}: {', '.join(dict.fromkeys(users))} labels layers by position "
+                            f"(classifier = the last 2 tensors), taken over the {len(self.param_groups)} param "
+                            "groups one after another; that is not the model's order when e.g. biases and norms "
+                            "sit in a later no-decay group. Pass param_order=model.parameters() (or call "
+                            "opt.set_param_order(model.parameters())) to label by model order")
 
     # ---------------------------------------------------------------- state
     @staticmethod
@@ -482,7 +576,10 @@ class NeuroPlastic(BioOptimizer):
         diag_on = [g["diag_every"] > 0 and (run["steps"] - 1) % g["diag_every"] == 0 for g in self.param_groups]
         need_labels = any(g["lr_controller_mode"] != "off" or (g["update_rule"] == "hybrid" and g["layer_scope"] != "all")
                           for g in self.param_groups)
-        return diag_on, (self._layer_labels() if need_labels else {})
+        if not need_labels:
+            return diag_on, {}
+        self._check_layer_order()
+        return diag_on, self._layer_labels()
 
     @staticmethod
     @torch.compiler.disable

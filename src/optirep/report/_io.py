@@ -52,12 +52,10 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    """Read a JSON file; the error names the file when it is not valid JSON."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+    """Read a JSON file; a truncated, empty or invalid file raises RunFileError (a ValueError) naming it."""
+    from optirep.runio import read_json as _read
+
+    return _read(Path(path))
 
 
 def as_float(x: Any) -> float:

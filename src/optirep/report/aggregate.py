@@ -31,9 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 import yaml
 
-from optirep.analysis.stats import hedges_g, holm, paired_wins, summarize, time_to_target, welch
-from optirep.config import HIGHER_IS_BETTER
+from optirep.analysis.stats import failure_reason, hedges_g, holm, paired_wins, summarize, time_to_target, welch
+from optirep.config import HIGHER_IS_BETTER, label_dir, load_yaml
 from optirep.report._io import as_float, read_json, write_json
+from optirep.runio import TRIAL_SCHEMA, read_record
 
 ALPHA = 0.05
 
@@ -54,7 +55,10 @@ def load_experiment(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise AggregateError(f"experiment file {path} does not exist")
-    cfg = yaml.safe_load(path.read_text())
+    try:
+        cfg = load_yaml(path.read_text())
+    except yaml.YAMLError as exc:
+        raise AggregateError(f"{path}: not valid YAML ({exc})") from None
     if not isinstance(cfg, dict) or "tasks" not in cfg:
         raise AggregateError(f"{path}: not an experiment YAML (needs top-level keys name, scale, seeds, tasks)")
     return cfg
@@ -109,15 +113,20 @@ def _numeric_items(d: dict | None, prefix: str = "") -> dict[str, float]:
     return out
 
 
-def collect_label(results: Path, task: str, label: str, seeds: Sequence[int]) -> dict[str, Any]:
-    """Every finished seed of one label: metrics, analysis scalars, curves, divergences."""
-    label_dir = results / "runs" / task / label
+def collect_label(results: Path, task: str, label: str, seeds: Sequence[int], cfg: dict | None = None) -> dict[str, Any]:
+    """Every finished seed of one label: metrics, analysis scalars, curves, divergences.
+
+    With `cfg`, the runs of its current config (`runs/<task>/<label>/<spec>/seed*`, or a tree written
+    before the spec level: `config.label_dir`); without, `runs/<task>/<label>/seed*`.
+    """
+    label_dir = label_dir_of(results, "runs", cfg, task, label)
     found = sorted((p for p in label_dir.glob("seed*") if (p / "metrics.json").exists()),
                    key=lambda p: _seed_of(p.name)) if label_dir.exists() else []
     runs = []
     for run_dir in found:
-        m = read_json(run_dir / "metrics.json")
-        seed = int(m.get("seed", _seed_of(run_dir.name)))
+        # schema-checked, and its task/label/seed must be those of its path (runio.RECORD_SCHEMA)
+        m = read_record(run_dir / "metrics.json", expect={"task": task, "label": label, "seed": _seed_of(run_dir.name)})
+        seed = int(m["seed"])
         values = {k: as_float(m.get(k)) for k in RUN_METRICS}
         values.update({f"extra.{k}": v for k, v in _numeric_items(m.get("extra")).items()})
         analysis_file = results / "analysis" / task / label / f"seed{seed}.json"
@@ -166,6 +175,31 @@ def compare(method: Sequence[float], baseline: Sequence[float], higher_is_better
     return out
 
 
+#: Classes per dataset, for the chance level of an accuracy metric (the failure rule).
+N_CLASSES = {"digits8": 10, "digits32": 10, "mnist1d": 10, "mnist": 10, "fashion_mnist": 10, "cifar10": 10,
+             "cifar100": 100, "imdb": 2, "ag_news": 4}
+
+
+def run_failures(agg: dict, label: str) -> list[str | None]:
+    """Why each run of `label` failed (optirep.analysis.stats.failure_reason), None where it did not.
+
+    Reads what every aggregate holds: the run's final quality metric (final_test), its final train loss and
+    the first logged train loss of its curve; the chance level is 1 / classes of the dataset for accuracy.
+    """
+    info = agg["per_label"][label]
+    n = len(info["seeds"])
+    chance = 1.0 / N_CLASSES[agg.get("dataset")] if agg.get("metric") == "accuracy" and agg.get("dataset") in N_CLASSES else None
+    quality = [as_float(x) for x in info["values"].get("final_test", [None] * n)]
+    final = [as_float(x) for x in info["values"].get("final_train_loss", [None] * n)]
+    curves = {c["seed"]: c for c in info.get("curves", [])}
+    out = []
+    for i, seed in enumerate(info["seeds"]):
+        first = [as_float(x) for x in (curves.get(seed) or {}).get("train_loss", [])][:1]
+        out.append(failure_reason(quality[i] if i < len(quality) else math.nan, first[0] if first else math.nan,
+                                  final[i] if i < len(final) else math.nan, chance))
+    return out
+
+
 def add_holm(comparisons: list[dict], alpha: float = ALPHA) -> None:
     """Holm-adjust the p values of one family in place (NaN p values stay out of the family)."""
     idx = [i for i, c in enumerate(comparisons) if math.isfinite(as_float(c.get("p")))]
@@ -201,6 +235,10 @@ def gate_check(task_cfg: dict, per_label: dict) -> dict[str, Any]:
     return {**gate, "passed": ok, "value": value, "reason": "; ".join(why) or "passed"}
 
 
+def label_dir_of(results: Path, kind: str, cfg: dict | None, task: str, label: str) -> Path:
+    return label_dir(results, kind, cfg, task, label) if cfg is not None else Path(results) / kind / task / label
+
+
 def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | None:
     """The tuning record of one label, or None if it was not tuned.
 
@@ -210,7 +248,7 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
     selected.json without its trial list. Trees of the old protocol (`trial<k>/` single-seed runs) are read
     as before, with `selected.trial` set from its `trial_dir` so that readers need no second code path.
     """
-    tdir = results / "tune" / task / label
+    tdir = results / "tune" / task / label  # the tuning tree has no <spec> level yet (rules/tune.smk)
     if not tdir.exists():
         return None
     selected = read_json(tdir / "selected.json") if (tdir / "selected.json").exists() else None
@@ -232,7 +270,7 @@ def collect_tuning(results: Path, task: str, label: str) -> dict[str, Any] | Non
     for tr in sorted(tdir.glob("trial*"), key=lambda p: int(p.name.removeprefix("trial") or 0)):
         if not (tr / "metrics.json").exists():
             continue
-        m = read_json(tr / "metrics.json")
+        m = read_record(tr / "metrics.json", expect={"task": task, "label": label}, schema=TRIAL_SCHEMA)
         hp = m.get("hp")
         if hp is None and (tr / "config.json").exists():
             hp = read_json(tr / "config.json").get("hp")
@@ -303,7 +341,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     per_label: dict[str, dict] = {}
     raw: dict[str, dict] = {}
     for label in labels:
-        got = collect_label(results, task, label, seeds)
+        got = collect_label(results, task, label, seeds, cfg)
         raw[label] = got
         runs = got["runs"]
         keys = sorted({k for r in runs for k in r["values"]}, key=lambda k: (k not in RUN_METRICS, k))
@@ -327,6 +365,9 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
             "curves": [{"seed": r["seed"], **r["curve"]} for r in runs],
             "tuning": collect_tuning(results, task, label),
             "versions": first.get("versions"), "git_sha": first.get("git_sha"), "device": first.get("device"),
+            # each run's commit and code path (claims flag a comparison whose runs ran different code)
+            "provenance": [{"seed": r["seed"], "git_sha": r["meta"].get("git_sha"),
+                            "code_path": r["meta"].get("code_path")} for r in runs],
         }
 
     base_best = _finite(per_label[base]["values"].get("best_val", []))

@@ -1,9 +1,12 @@
-"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank bars.
+"""Figures from aggregate JSON (seaborn): learning curves, LR sensitivity, effective-rank intervals; and the
+forest plot of every claim from claims JSON (matplotlib).
 
 Each function takes one task's aggregate dict and an output stem, writes `<stem>.pdf` and
 `<stem>.png`, and returns the written paths (none when the aggregate has nothing to plot). The
-scripts in analysis/ call them; nothing here recomputes a statistic beyond the per-step mean and
-CI band seaborn draws over seeds.
+scripts in analysis/ call them. Every interval drawn is a t-interval: the effective-rank
+intervals are the aggregate's own `stats[metric].ci_low/ci_high`; the learning-curve bands are
+`optirep.analysis.stats.summarize` (the function that computes those `stats`) over the seeds of
+each step, because the aggregate stores per-seed curves, not per-step summaries. No bootstrap.
 """
 
 from __future__ import annotations
@@ -18,13 +21,21 @@ import matplotlib  # noqa: E402
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from optirep.analysis.stats import summarize  # noqa: E402
 from optirep.report._io import as_float  # noqa: E402
 from optirep.report.aggregate import tuning_view  # noqa: E402
+from optirep.report.claim_text import effect_text  # noqa: E402
 
 ERANK_METRICS = ("seed_effective_rank", "seed_top5_concentration", "feature_erank")
+# Printed text block of paper/ms.tex (letter, 2.2 cm margins), inches: figures are drawn at the size
+# they are printed, so 6-7 pt fonts stay 6-7 pt on paper.
+TEXT_WIDTH_IN = 6.7
+# A loss panel whose finite positive values span more than this ratio (a run that blew up) gets a log axis.
+LOG_RATIO = 1e3
 
 
 def _save(fig, stem: str | Path) -> list[Path]:
@@ -46,7 +57,10 @@ def _title(agg: dict) -> str:
 
 
 def curves_frame(agg: dict) -> pd.DataFrame:
-    """Long table (label, seed, step, val_metric, train_loss) from the aggregate's curves."""
+    """Long table (label, seed, step, val_metric, train_loss) from the aggregate's curves.
+
+    Non-finite values (NaN, +-inf, and JSON null, which is how the aggregate stores them) become NaN.
+    """
     rows = []
     for label, info in agg["per_label"].items():
         for c in info.get("curves", []):
@@ -54,30 +68,103 @@ def curves_frame(agg: dict) -> pd.DataFrame:
                 rows.append({"optimizer": label, "seed": c["seed"], "step": step,
                              "val_metric": as_float(c["val_metric"][i]) if i < len(c.get("val_metric", [])) else math.nan,
                              "train_loss": as_float(c["train_loss"][i]) if i < len(c.get("train_loss", [])) else math.nan})
-    return pd.DataFrame(rows, columns=["optimizer", "seed", "step", "val_metric", "train_loss"])
+    df = pd.DataFrame(rows, columns=["optimizer", "seed", "step", "val_metric", "train_loss"])
+    for col in ("val_metric", "train_loss"):
+        df[col] = df[col].astype(float).where(np.isfinite(df[col].astype(float)))
+    return df
+
+
+def curve_bands(df: pd.DataFrame, col: str) -> pd.DataFrame:
+    """Per (optimizer, step): n finite seeds, mean and the 95% t-interval of `col` (summarize).
+
+    Returns columns optimizer, step, n, mean, ci_low, ci_high; a step with one finite seed has a
+    NaN interval (no band), a step with none is left out.
+    """
+    rows = []
+    for (label, step), g in df.groupby(["optimizer", "step"], sort=True):
+        s = summarize(g[col].tolist())
+        if s["n"]:
+            rows.append({"optimizer": label, "step": step, "n": s["n"], "mean": s["mean"],
+                         "ci_low": s["ci_low"], "ci_high": s["ci_high"]})
+    return pd.DataFrame(rows, columns=["optimizer", "step", "n", "mean", "ci_low", "ci_high"])
+
+
+def needs_log_axis(agg: dict, values) -> bool:
+    """True when a loss panel must be log-scaled: a run is counted diverged, a value is non-finite,
+    or the finite positive values span more than LOG_RATIO (a loss of 1e31 next to 0.1)."""
+    if any(info.get("n_diverged") for info in agg["per_label"].values()):
+        return True
+    v = np.asarray(values, dtype=float)
+    if v.size and not np.all(np.isfinite(v)):
+        return True
+    pos = v[np.isfinite(v) & (v > 0)]
+    return bool(pos.size) and float(pos.max() / pos.min()) > LOG_RATIO
+
+
+def label_palette(labels) -> dict:
+    """One distinct colour per label, the same in every panel (tab10 up to 10 labels, tab20 beyond)."""
+    labels = list(labels)
+    colors = sns.color_palette("tab10" if len(labels) <= 10 else "tab20", len(labels))
+    return dict(zip(labels, colors))
+
+
+def _outside_legend(fig, handles, labels, ncol: int) -> None:
+    """Legend under the panels, never over the data (13 labels do not fit inside an axis)."""
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=6,
+               frameon=False, handlelength=1.5, columnspacing=1.0)
 
 
 def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
-    """Validation metric and train loss against step: mean over seeds with a 95% CI band."""
+    """Validation metric and train loss against step: mean over seeds with the 95% t-interval band.
+
+    The train-loss panel is log-scaled when `needs_log_axis` says so; on a log axis, where a band's
+    lower end is <= 0 the band is left out and that label's seeds are drawn as thin lines (said in
+    the title). Non-finite values are dropped (counted in the title); the legend sits under the panels.
+    """
     df = curves_frame(agg)
-    if df.empty:
+    if df.empty or df[["val_metric", "train_loss"]].isna().all().all():
         return []
+    labels = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
+    colors = label_palette(labels)
     sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.8))
-    for ax, col, ylabel in ((axes[0], "val_metric", f"validation {agg['metric']}"), (axes[1], "train_loss", "train loss")):
-        d = df.dropna(subset=[col])
-        if not d.empty:
-            sns.lineplot(data=d, x="step", y=col, hue="optimizer", hue_order=agg["labels"],
-                         errorbar=("ci", 95), ax=ax, legend=ax is axes[0])
+    fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH_IN, 2.5), layout="constrained")
+    raw_loss = [as_float(v) for info in agg["per_label"].values() for c in info.get("curves", [])
+                for v in c.get("train_loss", [])]
+    log_loss = needs_log_axis(agg, raw_loss)
+    seeds_drawn = False
+    for ax, col, ylabel in ((axes[0], "val_metric", f"validation {agg['metric']}"),
+                            (axes[1], "train_loss", "train loss" + (" (log)" if log_loss else ""))):
+        bands = curve_bands(df.dropna(subset=[col]), col)
+        log = col == "train_loss" and log_loss
+        if log:
+            ax.set_yscale("log")
+        for label in labels:
+            b = bands[bands["optimizer"] == label]
+            if b.empty:
+                continue
+            ax.plot(b["step"], b["mean"], color=colors[label], lw=1.0, label=label)
+            # On a log axis an interval reaching <= 0 has no drawable lower end: there the band is
+            # left out and the label's seeds are drawn as thin lines instead.
+            ok = (b["ci_low"] > 0).to_numpy() if log else np.ones(len(b), bool)
+            ax.fill_between(b["step"], b["ci_low"], b["ci_high"], where=ok, color=colors[label],
+                            alpha=0.2, lw=0)
+            if not ok.all():
+                seeds_drawn = True
+                for _, g in df[df["optimizer"] == label].dropna(subset=[col]).groupby("seed"):
+                    ax.plot(g["step"], g[col], color=colors[label], lw=0.4, alpha=0.6)
         ax.set_xlabel("step")
         ax.set_ylabel(ylabel)
     target = as_float(agg.get("target", {}).get("value"))
     if math.isfinite(target):
         axes[0].axhline(target, color="grey", ls="--", lw=0.8, label="target")
+    handles, names = axes[0].get_legend_handles_labels()
+    _outside_legend(fig, handles, names, ncol=min(len(names), 5))
     n = sorted({info["n_runs"] for info in agg["per_label"].values()})
-    fig.suptitle(f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% CI", fontsize=8)
-    if axes[0].get_legend():
-        axes[0].legend(fontsize=6)
+    dropped = int(np.sum(~np.isfinite(np.asarray(raw_loss, dtype=float))))
+    note = f"; {dropped} non-finite loss values not drawn" if dropped else ""
+    if seeds_drawn:
+        note += "; thin lines = seeds where the interval reaches <= 0"
+    fig.suptitle(f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}", fontsize=7)
     return _save(fig, stem)
 
 
@@ -213,24 +300,53 @@ def erank_frame(agg: dict, metrics=ERANK_METRICS) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["optimizer", "metric", "seed", "value"])
 
 
+def erank_intervals(agg: dict, metric: str) -> pd.DataFrame:
+    """The aggregate's own summary of `metric` per optimizer: n, mean, ci_low, ci_high (t-interval)."""
+    rows = []
+    for label in agg["labels"]:
+        s = (agg["per_label"].get(label, {}).get("stats") or {}).get(metric)
+        if s and s.get("n"):
+            rows.append({"optimizer": label, "n": s["n"], "mean": as_float(s.get("mean")),
+                         "ci_low": as_float(s.get("ci_low")), "ci_high": as_float(s.get("ci_high"))})
+    return pd.DataFrame(rows, columns=["optimizer", "n", "mean", "ci_low", "ci_high"])
+
+
 def fig_erank(agg: dict, stem: str | Path, metrics=ERANK_METRICS) -> list[Path]:
-    """Bars (mean, 95% CI) of each spectral metric per optimizer, with every seed as a point."""
+    """Per spectral metric: each optimizer's mean and 95% t-interval (from the aggregate's `stats`),
+    with every seed as a grey point, optimizers on the vertical axis.
+
+    A point/interval plot, not bars: the value axis is zoomed to the data (it does not start at 0,
+    and the title says so), so differences of 0.01 in an effective rank near 10 stay visible. The
+    baseline's mean is a dashed vertical line.
+    """
     df = erank_frame(agg, metrics).dropna(subset=["value"])
     if df.empty:
         return []
     present = [m for m in metrics if m in set(df["metric"])]
+    order = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
     sns.set_theme(style="whitegrid", context="paper")
-    fig, axes = plt.subplots(1, len(present), figsize=(2.6 * len(present), 2.8), squeeze=False)
+    fig, axes = plt.subplots(1, len(present), figsize=(TEXT_WIDTH_IN, 0.8 + 0.2 * len(order)),
+                             sharey=True, squeeze=False, layout="constrained")
+    ypos = {lab: i for i, lab in enumerate(order)}
     for ax, m in zip(axes[0], present):
         d = df[df["metric"] == m]
-        order = [lab for lab in agg["labels"] if lab in set(d["optimizer"])]
-        sns.barplot(data=d, x="optimizer", y="value", order=order, errorbar=("ci", 95), ax=ax, alpha=0.6)
-        sns.stripplot(data=d, x="optimizer", y="value", order=order, color="k", size=3, ax=ax)
-        ax.set_title(m.replace("_", " "), fontsize=8)
+        ax.scatter(d["value"], d["optimizer"].map(ypos), s=6, color="0.6", zorder=2, lw=0)
+        iv = erank_intervals(agg, m)
+        iv = iv[iv["optimizer"].isin(ypos)]
+        y = iv["optimizer"].map(ypos)
+        ax.errorbar(iv["mean"], y, xerr=[iv["mean"] - iv["ci_low"], iv["ci_high"] - iv["mean"]],
+                    fmt="o", ms=3, color="k", ecolor="k", elinewidth=1.0, capsize=2, zorder=3)
+        base = iv[iv["optimizer"] == agg.get("baseline")]
+        if not base.empty:
+            ax.axvline(float(base["mean"].iloc[0]), color="tab:blue", ls="--", lw=0.7, zorder=1)
+        ax.set_title(m.replace("_", " "), fontsize=7)
         ax.set_xlabel("")
-        ax.set_ylabel("")
-        ax.tick_params(axis="x", labelrotation=30, labelsize=6)
-    fig.suptitle(f"{_title(agg)}; points = seeds", fontsize=8)
+        ax.tick_params(axis="x", labelsize=6)
+        ax.margins(x=0.08)
+    axes[0][0].set_yticks(range(len(order)), order, fontsize=6)
+    axes[0][0].set_ylim(len(order) - 0.5, -0.5)
+    fig.suptitle(f"{_title(agg)}; mean and 95% t-interval, grey = seeds, dashed = baseline "
+                 f"{agg.get('baseline')}; axes zoomed (not from 0)", fontsize=7)
     return _save(fig, stem)
 
 
@@ -252,3 +368,103 @@ def script_main(kind: str, description: str, argv=None) -> int:
         written += FIGURES[kind](agg, Path(args.out) / f"fig_{kind}_{agg['task']}")
     print(f"{args.out}: {len(written)} files")
     return 0
+
+
+FOREST_GROUPS = (("V6", "BiostatisV6"), ("GRN", "EnhancedSGD"), ("PW", "Planeswalker"), ("NP", "NeuroPlastic"))
+_FOREST_MARKS = (("replication", "s", "white", "(a) seed settings"), ("attribution", "o", "black", "(b) equal tuning"),
+                 ("lr_control", "^", "tab:blue", "(b) LR-matched control"))
+
+
+def forest_rows(claims: dict) -> list[dict]:
+    """One row per measured claim: each question's effect, interval, claimed effect in SESOI units.
+
+    x = oriented effect / SESOI (so 0 = no effect, 1 = the smallest effect of interest, and the claimed
+    effect sits at claimed / SESOI, 2 by default); only what optirep claims computed.
+    """
+    rows = []
+    for rec in claims["claims"]:
+        qs = rec.get("questions") or {}
+        if not qs:
+            continue
+        row = {"id": rec["id"], "group": rec["id"].split("-")[0], "verdict": rec["verdict"],
+               "direction": rec["direction"], "q": {}}
+        for key in qs:
+            q = qs[key]
+            ses = as_float(q.get("sesoi"))
+            if not (math.isfinite(ses) and ses > 0) or not math.isfinite(as_float(q.get("estimate"))):
+                continue
+            row["q"][key] = {"x": q["estimate"] / ses, "lo": as_float(q.get("ci_low")) / ses,
+                             "hi": as_float(q.get("ci_high")) / ses, "verdict": q.get("verdict"),
+                             "claimed": as_float(q.get("claimed_effect")) / ses}
+        row["text"] = effect_text(qs["attribution"]) if "attribution" in qs else None
+        if row["q"]:  # a claim whose comparisons were all not run has nothing to draw
+            rows.append(row)
+    return rows
+
+
+def fig_forest(claims: dict, stem: str | Path, clip: tuple[float, float] = (-6.0, 8.0)) -> list[Path]:
+    """The paper's main figure: per claim, the effect of each question with its 90% interval, the claimed
+    effect and the SESOI, in SESOI units, grouped by optimizer (one page). Values beyond `clip` are drawn
+    at the edge with their number. A study without a measured claim gets a one-line panel saying so."""
+    rows = forest_rows(claims)
+    if not rows:  # the paper includes the figure whatever the study measured
+        fig, ax = plt.subplots(figsize=(4.4, 1.2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, f"No claim was measured in this study ({claims.get('n_claims', 0)} claims not run).",
+                ha="center", va="center", fontsize=8)
+        return _save(fig, stem)
+    order = [g for g, _ in FOREST_GROUPS]
+    rows.sort(key=lambda r: (order.index(r["group"]) if r["group"] in order else 99))
+    fig, ax = plt.subplots(figsize=(4.4, 0.36 * len(rows) + 1.6))
+    lo_c, hi_c = clip
+    y, yticks, ylabels, seps = 0.0, [], [], []
+    group = None
+    for r in rows:
+        if r["group"] != group:
+            if group is not None:
+                seps.append(y + 0.5)
+                y -= 0.6
+            group = r["group"]
+            name = dict(FOREST_GROUPS).get(group, group)
+            ax.text(lo_c - 0.3, y + 0.55, name, fontsize=8.5, fontweight="bold", ha="right", va="center", clip_on=False)
+        offsets = {"replication": 0.25, "attribution": 0.0, "lr_control": -0.25}
+        for key, marker, face, _ in _FOREST_MARKS:
+            q = r["q"].get(key)
+            if not q:
+                continue
+            yy = y + offsets[key]
+            lo, hi = max(q["lo"], lo_c), min(q["hi"], hi_c)
+            ax.plot([lo, hi], [yy, yy], color="black" if key != "lr_control" else "tab:blue", lw=1.1 if key == "attribution" else 0.8)
+            x = min(max(q["x"], lo_c), hi_c)
+            ax.plot([x], [yy], marker=marker, ms=5.5 if key == "attribution" else 4.5, mfc=face,
+                    mec="black" if key != "lr_control" else "tab:blue", ls="none", zorder=3)
+            if q["x"] > hi_c or q["x"] < lo_c:
+                ax.annotate(f"{q['x']:.3g}", (x, yy), xytext=(-3 if q["x"] > hi_c else 3, 4), textcoords="offset points",
+                            fontsize=6, ha="right" if q["x"] > hi_c else "left")
+            if key == "attribution" and math.isfinite(q["claimed"]):
+                ax.plot([min(max(q["claimed"], lo_c), hi_c)], [y], marker="*", ms=7, color="tab:red", ls="none", zorder=2)
+        yticks.append(y)
+        ylabels.append(r["id"])
+        ax.text(hi_c + 0.3, y, f"{r['verdict']}" + (f"\n{r['text']}" if r.get("text") else ""), fontsize=6.2,
+                va="center", ha="left", clip_on=False)
+        y -= 1.0
+    ax.axvline(0, color="0.4", lw=0.8)
+    ax.axvline(1, color="tab:green", lw=0.8, ls="--")
+    if any(r["direction"] in ("equal", "not_worse") for r in rows):
+        ax.axvline(-1, color="tab:green", lw=0.8, ls=":")
+    for s in seps:
+        ax.axhline(s - 0.8, color="0.85", lw=0.6)
+    ax.set_yticks(yticks, ylabels, fontsize=7.5)
+    ax.set_xlim(lo_c, hi_c)
+    ax.set_ylim(y + 0.4, 1.2)
+    ax.set_xlabel("effect / SESOI, oriented so that the claim says > 0\n(0: no effect; 1: smallest effect of interest)",
+                  fontsize=7)
+    ax.tick_params(axis="x", labelsize=7)
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], marker=m, mfc=f, mec="black" if k != "lr_control" else "tab:blue",
+                      color="black" if k != "lr_control" else "tab:blue", ls="-", lw=0.8, label=lab)
+               for k, m, f, lab in _FOREST_MARKS]
+    handles += [Line2D([], [], marker="*", color="tab:red", ls="none", ms=7, label="claimed effect"),
+                Line2D([], [], color="tab:green", ls="--", lw=0.8, label="SESOI (parity / non-inferiority: ±1)")]
+    ax.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.6, 1.0), ncol=2, fontsize=6.5, frameon=False)
+    return _save(fig, stem)

@@ -10,7 +10,10 @@ import math
 import re
 from typing import Any, Iterable
 
+from optirep.analysis.stats import CHANCE_MARGIN
+from optirep.report import claim_text as ct
 from optirep.report._io import as_float
+from optirep.report.aggregate import run_failures
 
 _ESCAPES = {
     "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -99,17 +102,18 @@ def main_table(agg: dict, label: str | None = None) -> str:
     arrow = r"$\uparrow$" if agg["higher_is_better"] else r"$\downarrow$"
     unit_txt = f" ({unit})" if unit else ""
     lines = [
-        r"\begin{table}[t]", r"\centering", r"\small",
+        r"\begin{table}[htbp]", r"\centering", r"\small",
         rf"\caption{{{escape(agg['experiment'])} / {escape(agg['task'])} ({escape(agg['scale'])}): "
         rf"final-step test {escape(metric)}{unit_txt} {arrow}, mean $\pm$ std over {_n_text(agg)}. "
         rf"$\Delta$: difference to the baseline \texttt{{{escape(agg['baseline'])}}} with its 95\% Welch interval; "
         rf"$p_\mathrm{{Holm}}$: Welch $p$ Holm-adjusted over the {len(agg['comparisons'])} comparisons of this task; "
         rf"$g$: Hedges' $g$. Bold: best and significantly better ($p_\mathrm{{Holm}} < {agg.get('alpha', 0.05):g}$). "
-        rf"Diverged runs are counted, not dropped. Baseline gate: {escape(agg['gate'].get('reason'))}.}}",
+        rf"Failed: runs that diverged, ended above their initial train loss or within {100 * CHANCE_MARGIN:g}\,pp of chance "
+        rf"(diverged ones in parentheses), counted, not dropped. Baseline gate: {escape(agg['gate'].get('reason'))}.}}",
         rf"\label{{{label or 'tab:' + agg['experiment'] + ':' + agg['task']}}}",
         r"\resizebox{\linewidth}{!}{%", r"\begin{tabular}{lrrrrrrrr}", r"\toprule",
         rf"optimizer & $n$ & test{unit_txt} & best val & time/step ({tunit}) & opt.\ state ({munit}) & "
-        r"diverged & $\Delta$ [95\% CI] & $p_\mathrm{Holm}$ / $g$ \\", r"\midrule",
+        r"failed (div.) & $\Delta$ [95\% CI] & $p_\mathrm{Holm}$ / $g$ \\", r"\midrule",
     ]
     for lab in agg["labels"]:
         info = agg["per_label"][lab]
@@ -130,7 +134,7 @@ def main_table(agg: dict, label: str | None = None) -> str:
             rf"{fmt_pm(st.get('best_val', {}).get('mean'), st.get('best_val', {}).get('std'), dec, fac)} & "
             rf"{fmt(st.get('time_per_step_s', {}).get('mean'), tdec, tfac)} & "
             rf"{fmt(st.get('optimizer_state_bytes', {}).get('mean'), mdec, mfac)} & "
-            rf"{info['n_diverged']}/{info['n_runs']} & {delta} & {pg} \\"
+            rf"{sum(r is not None for r in run_failures(agg, lab))}/{info['n_runs']} ({info['n_diverged']}) & {delta} & {pg} \\"
         )
     lines += [r"\bottomrule", r"\end{tabular}}", r"\end{table}", ""]
     return "\n".join(lines)
@@ -226,7 +230,7 @@ def _ours(rec: dict) -> str:
     """Method vs baseline, mean $\\pm$ std, in the display units of the tested metric (accuracy in %)."""
     if "mean_method" not in rec:
         return "--"
-    fac, unit, dec = display_for(rec.get("test_metric", ""), rec.get("task_metric"))
+    fac, unit, dec = display_for(rec.get("test_metric") or rec.get("metric") or "", rec.get("task_metric"))
     if fac == 1.0 and unit == "" and dec == 3:
         dec = 4
     unit = f" {unit}" if unit else ""
@@ -235,31 +239,78 @@ def _ours(rec: dict) -> str:
             rf"($n$={rec.get('n_method')}/{rec.get('n_baseline')})")
 
 
+def _verdict_tex(v: str | None, bold: bool = False) -> str:
+    t = escape(v or "--")
+    return rf"\textbf{{{t}}}" if bold else t
+
+
+def _breakable(label: Any) -> str:
+    """An escaped label that may break after its underscores (long labels in narrow columns)."""
+    return escape(label).replace(r"\_", r"\_\allowbreak{}")
+
+
+def _breakable_path(text: Any) -> str:
+    """Like `_breakable`, also breaking after slashes (a repository path in running text)."""
+    return _breakable(text).replace("/", r"/\allowbreak{}")
+
+
 def claims_table(claims: dict) -> str:
-    """Every claim in one longtable: id, seed value, our measurement, verdict, scale."""
+    """Every claim in one longtable: a header row (id, statement, headline verdict), then one row per
+    question: seed settings (a), equal tuning (b) and the LR-matched control (b), each with its
+    comparison, effect and 90% interval, claimed effect and SESOI, n / failures / test / p, verdict."""
+    cols = (0.12, 0.19, 0.16, 0.14, 0.19, 0.13)  # + 10 column gaps of 3pt (30pt): under \linewidth
+    head = (rf"question & comparison & effect [{100 * (1 - 2 * claims['alpha']):g}\% CI] & claimed; SESOI & "
+            r"$n$, failed, test, $p$ & verdict \\")
     lines = [
         r"\begin{small}", r"\setlength{\tabcolsep}{3pt}", r"\setlength{\LTcapwidth}{\linewidth}",
-        # Ragged columns: justified narrow cells stretch the seeds' numbers apart (needs array).
-        "\\begin{longtable}{@{}" + "".join(rf">{{\raggedright\arraybackslash}}p{{{w}\linewidth}}"
-                                        for w in (0.06, 0.28, 0.17, 0.2, 0.12, 0.1)) + "@{}}",
-        rf"\caption{{Every claim of the seeds and our verdict ($\alpha = {claims['alpha']:g}$, Holm-adjusted within each task; "
-        r"rules in Section~\ref{sec:claims}). ``Ours'' is method vs baseline, mean $\pm$ std over $n$ seeds (accuracy in \%, times in ms, state in MiB).}"
+        "\\begin{longtable}{@{}" + "".join(rf">{{\raggedright\arraybackslash}}p{{{w}\linewidth}}" for w in cols) + "@{}}",
+        rf"\caption{{Every claim and both questions (Section~\ref{{sec:claims}}): (a) the seed's own settings against its "
+        rf"baseline; (b) equal tuning and the learning-rate-matched control, whose combined verdict is the headline "
+        rf"(bold). Effects are method vs baseline in the metric's own direction (accuracy in pp, ratios as method/baseline) "
+        rf"with the {100 * (1 - 2 * claims['alpha']):g}\% interval (the one-sided {100 * (1 - claims['alpha']):g}\% bounds); one-sided tests at $\alpha = {claims['alpha']:g}$, "
+        rf"$p$ of (b) Holm-adjusted across the study's {claims.get('holm_family_size', '?')} primary tests; "
+        r"failed = runs that diverged, ended above their initial loss or at chance (method/baseline). "
+        r"$\dagger$: runs from different commits or uncommitted code; $\ddagger$: unequal tuning.}"
         r"\label{tab:claims}\\",
-        r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endfirsthead",
-        r"\toprule", r"id & claim & seed value & ours & verdict & scale \\", r"\midrule", r"\endhead",
+        r"\toprule", head, r"\midrule", r"\endfirsthead",
+        r"\toprule", head, r"\midrule", r"\endhead",
         r"\bottomrule", r"\endfoot",
     ]
     for rec in claims["claims"]:
-        verdict = escape(rec["verdict"])
-        if rec["verdict"] == "replicated":
-            verdict = rf"\textbf{{{verdict}}}"
+        qs = rec.get("questions") or {}
+        headline = _verdict_tex(rec["verdict"], bold=True)
         fs = rec.get("full_scale")
         if fs and fs["verdict"] != "not run":
-            verdict += rf"; full scale ({escape(fs.get('scale'))}): {escape(fs['verdict'])}"
-        lines.append(
-            rf"{escape(rec['id'])} & {escape(rec['statement'])} & {escape((rec.get('seed_value') or {}).get('text'))} & "
-            rf"{_ours(rec)} & {verdict} & {escape(rec.get('scale') or '--')} \\"
-        )
+            headline += rf"; full scale ({escape(fs.get('scale'))}): {escape(fs['verdict'])}"
+        scale = escape(rec.get("scale") or "--")
+        lines.append(rf"\multicolumn{{6}}{{@{{}}p{{\linewidth}}@{{}}}}{{\textbf{{{escape(rec['id'])}}} "
+                     rf"{escape(rec['statement'])} \emph{{Seed: {escape((rec.get('seed_value') or {}).get('text'))}.}} "
+                     rf"Headline: {headline} ({scale}).}} \\*")
+        if not qs:
+            why = escape(rec.get("why"))
+            lines.append(rf"\multicolumn{{6}}{{@{{}}p{{\linewidth}}@{{}}}}{{\quad {why}}} \\ \midrule")
+            continue
+        for key, name in ct.QUESTIONS:
+            q = qs.get(key)
+            if not q:
+                if key != "attribution":
+                    lines.append(rf"{escape(name)} & \multicolumn{{5}}{{l}}{{none in this study}} \\*")
+                continue
+            mark = ""
+            if (q.get("provenance") or {}).get("flags"):
+                mark += r"$^\dagger$"
+            if q.get("equal_tuning") is False:
+                mark += r"$^\ddagger$"
+            comp = rf"\texttt{{{_breakable(q.get('method'))}}} vs \texttt{{{_breakable(q.get('baseline'))}}}{mark}"
+            if q.get("interaction_with"):
+                comp += rf" ({escape(q['task'])} minus {escape(q['interaction_with']['task'])})"
+            label = escape(name) + (" (a)" if key == "replication" else " (b)")
+            if "n_method" not in q:
+                lines.append(rf"{label} & {comp} & \multicolumn{{4}}{{p{{0.6\linewidth}}}}{{{escape(ct.verdict_text(q))}}} \\*")
+                continue
+            lines.append(rf"{label} & {comp} & {escape(ct.effect_text(q))} & {escape(ct.target_text(q))} & "
+                         rf"{escape(ct.stats_text(q))} & {_verdict_tex(q.get('verdict'), bold=key == 'attribution')} \\*")
+        lines[-1] = lines[-1].removesuffix(r" \\*") + r" \\ \midrule"
     lines += [r"\end{longtable}", r"\end{small}", ""]
     return "\n".join(lines)
 
@@ -269,46 +320,67 @@ def _s(text: Any) -> str:
     return escape(str(text or "").strip().rstrip("."))
 
 
-def _measured(rec: dict) -> str:
-    """Our measurement of one test block, with its verdict and reason."""
-    text = (
-        rf"Ours ({escape(rec.get('scale'))}; {escape(rec['experiment'])}/{escape(rec['task'])}, "
-        rf"\texttt{{{escape(rec['method'])}}} vs \texttt{{{escape(rec['baseline'])}}}, {escape(rec['test_metric'])}): "
-        rf"{_ours(rec)}; $\Delta = {fmt(rec.get('diff'), 4)}$, simultaneous CI [{fmt(rec.get('ci_low'), 4)}, {fmt(rec.get('ci_high'), 4)}], "
-        rf"$p_\mathrm{{Holm}} = {fmt(rec.get('p_holm'), 3)}$, margin {fmt(rec.get('margin'), 4)}; "
-        rf"diverged {rec.get('n_method_diverged', 0)}/{rec.get('n_baseline_diverged', 0)} (method/baseline). "
-        rf"Verdict: \textbf{{{escape(rec['verdict'])}}} ({_s(rec.get('why'))})."
-    )
-    if rec.get("proxy"):
-        text += rf" Proxy: {_s(rec['proxy'])}."
+def _question_text(name: str, q: dict) -> str:
+    """One question's measurement, verdict and reason, as a sentence."""
+    if "n_method" not in q:
+        return rf"{escape(name)}: \emph{{{escape(q.get('verdict'))}}} ({_s(q.get('why'))})."
+    text = (rf"{escape(name)} (\texttt{{{escape(q['method'])}}} vs \texttt{{{escape(q['baseline'])}}} on "
+            rf"{escape(q['experiment'])}/{escape(q['task'])}, {escape(q['metric'])}; {escape(q.get('tuning'))}): "
+            rf"{_ours(q)}; effect {escape(ct.effect_text(q))} ({escape(ct.target_text(q))}; {escape(ct.stats_text(q))}); "
+            rf"verdict \textbf{{{escape(q['verdict'])}}} ({_s(q.get('why'))}).")
+    fails = (q.get("method_failures") or []) + (q.get("baseline_failures") or [])
+    if fails:
+        text += rf" Failed runs: {escape('; '.join(sorted(set(fails))))}."
+    pw = q.get("power") or {}
+    if math.isfinite(as_float(pw.get("mde"))):
+        need = pw.get("n_needed")
+        text += (rf" Power: minimum detectable effect at $n = {pw['n']}$ is {escape(_g(pw['mde'], q))}; "
+                 rf"the SESOI needs {need if need is not None else 'more than 100000'} seeds per arm.")
+    fl = (q.get("provenance") or {}).get("flags")
+    if fl:
+        text += rf" Provenance: {_s('; '.join(fl))}."
     return text
 
 
+def _g(x: float, q: dict) -> str:
+    """A test-scale quantity (difference or log ratio) in the comparison's display units."""
+    n = ct.natural({**q, "estimate": x, "ci_low": x, "ci_high": x, "sign": 1.0})
+    if n["kind"] == "ratio":
+        return f"{n['effect']:.3g}x"
+    return f"{n['effect']:.3g}" + (" pp" if ct._unit(q)[1] else "")
+
+
 def claims_section(claims: dict) -> str:
-    """One paragraph per claim: statement, seed value and source, our measurement or why not run."""
+    """One paragraph per claim: statement, seed value and source, carry-over, each question, full scale."""
     out = []
     for rec in claims["claims"]:
         sv = rec.get("seed_value") or {}
         parts = [rf"\paragraph{{{escape(rec['id'])} ({escape(rec['optimizer'])}).}} {_s(rec['statement']) + '.'}",
-                 rf"Seed: {escape(sv.get('text'))}; setup: {_s(rec.get('setup'))}; source: \texttt{{{escape(rec.get('source'))}}}."]
-        v = rec["verdict"]
+                 rf"Seed: {escape(sv.get('text'))}; setup: {_s(rec.get('setup'))}; source: \texttt{{{_breakable_path(rec.get('source'))}}}."]
+        v, qs = rec["verdict"], rec.get("questions") or {}
         if "parts" in rec:
             parts.append(rf"Verdict: \textbf{{{escape(v)}}} ({_s(rec.get('why'))}).")
-        elif v == "not run" and "experiment" not in rec:
+        elif not qs:
             parts.append(rf"\emph{{Not run here: {_s(rec.get('why'))}.}}")
-        elif v == "not run":
-            parts.append(rf"\emph{{Not run: {_s(rec.get('why'))}.}}")
-        elif v == "baseline failed":
-            parts.append(rf"Verdict: \textbf{{baseline failed}} ({_s(rec.get('why'))}).")
         else:
-            parts.append(_measured(rec))
+            a = qs["attribution"]
+            if a.get("carry_over"):
+                parts.append(rf"Claimed effect in our units: {_s(a['carry_over'])}; SESOI: {_s(a.get('sesoi_rule'))}.")
+            if rec.get("proxy"):
+                parts.append(rf"Proxy: {_s(rec['proxy'])}.")
+            if rec.get("interaction"):
+                parts.append(rf"Tested as an interaction: {_s(rec['interaction']['why'])}.")
+            for key, name in ct.QUESTIONS:
+                if key in qs:
+                    parts.append(_question_text(name.capitalize() + (" (a)" if key == "replication" else " (b)"), qs[key]))
+            parts.append(rf"Headline verdict (b): \textbf{{{escape(v)}}} ({_s(rec.get('why'))}).")
         fs = rec.get("full_scale")
         if fs and fs["verdict"] == "not run":
             parts.append(rf"At full scale ({escape(fs['experiment'])}/{escape(fs['task'])}): \emph{{not run here: {_s(fs.get('why'))}.}}")
         elif fs and fs["verdict"] == "baseline failed":
             parts.append(rf"At full scale: \textbf{{baseline failed}} ({_s(fs.get('why'))}).")
         elif fs:
-            parts.append("At full scale: " + _measured(fs))
+            parts.append("At full scale: " + _question_text("equal tuning", fs))
         cost = (fs or {}).get("cost")
         if cost:
             parts.append(
@@ -321,6 +393,82 @@ def claims_section(claims: dict) -> str:
             parts.append(rf"Authors' GPU estimate at full scale (not measured): {_s(est)}.")
         out.append(" ".join(parts))
     return "\n\n".join(out) + "\n"
+
+
+def _ids(recs: list[dict]) -> str:
+    return ", ".join(escape(r["id"]) for r in recs) or "none"
+
+
+def limitations_section(claims: dict) -> str:
+    """Scale, proxies, what each "not replicated" does and does not say: generated from the records."""
+    recs = [r for r in claims["claims"] if r.get("questions")]
+    scales = sorted({r.get("scale") for r in recs if r.get("scale")})
+    not_run = [r for r in claims["claims"] if r["verdict"] == "not run"]
+    out = [r"\section{Limitations}\label{sec:limitations}",
+           rf"\paragraph{{Scale.}} Every measured verdict here is at {escape('; '.join(scales) or 'no scale')}: "
+           rf"{len(recs)} claims on small proxies of the seeds' setups with "
+           rf"{_range_n(recs)} seeds per arm. {len(not_run)} claims were not run ({_ids(not_run)}): their data, "
+           r"hardware or setup was not available; the full-scale GPU study that would test them is specified but not run."]
+    proxies = [r for r in recs if r.get("proxy")]
+    if proxies:
+        items = "; ".join(rf"{escape(r['id'])}: {_s(r['proxy'])}" for r in proxies)
+        out.append(rf"\paragraph{{Proxies.}} Each claim is measured on a stand-in for the seed's setting ({items}). "
+                   r"A verdict is about the stand-in; the carry-over rule of each claim states how the seed's "
+                   r"effect was translated into the stand-in's units.")
+    invalid = [r for r in recs if r["verdict"] == "not tested (proxy invalid)"]
+    if invalid:
+        out.append(r"\paragraph{Proxies that fail their validity gate.} " + " ".join(
+            rf"{escape(r['id'])}: {_s(r['why'])}." for r in invalid))
+    unt = [r for r in recs if r["verdict"] == "untestable at this scale"]
+    if unt:
+        out.append(r"\paragraph{Claims this scale cannot test.} " + " ".join(
+            rf"{escape(r['id'])}: {_s(r['questions']['attribution'].get('power', {}).get('untestable') or r['why'])}."
+            for r in unt))
+    nrep = [r for r in recs if r["verdict"] == "not replicated"]
+    if nrep:
+        out.append(r"\paragraph{What ``not replicated'' says and does not say.} " + " ".join(
+            rf"{escape(r['id'])} says that on {escape(r['questions']['attribution'].get('experiment'))}/"
+            rf"{escape(r['questions']['attribution'].get('task'))} {_s(r['why'])}; it does not say that the effect is "
+            rf"absent in the seed's own setting ({_s(r.get('setup'))})." for r in nrep))
+    flagged = [r for r in recs if any(ct.flags(q) for q in r["questions"].values())]
+    if flagged:
+        out.append(rf"\paragraph{{Provenance.}} The comparisons of {len(flagged)} claims ({_ids(flagged)}) mix runs from "
+                   r"different commits, from uncommitted code, or from unequally tuned arms (marked in "
+                   r"Table~\ref{tab:claims}); the committed aggregates record one commit per arm, so a code change "
+                   r"between arms cannot be ruled out for them.")
+    return "\n\n".join(out) + "\n"
+
+
+def _range_n(recs: list[dict]) -> str:
+    ns = sorted({q.get("planned_n") for r in recs for q in r["questions"].values() if q.get("planned_n")})
+    return "--" if not ns else (str(ns[0]) if len(ns) == 1 else f"{ns[0]}--{ns[-1]}")
+
+
+def conclusion_section(claims: dict) -> str:
+    """Per optimizer: the headline verdicts and the seed-settings verdicts, from the records."""
+    by_opt: dict[str, list[dict]] = {}
+    for r in claims["claims"]:
+        by_opt.setdefault(r["optimizer"].split(" (")[0], []).append(r)
+    lines = [r"\section{Conclusion}\label{sec:conclusion}",
+             rf"Of {claims['n_claims']} claims, {claims['n_claims'] - claims['counts'].get('not run', 0)} could be judged "
+             rf"here. Headline verdicts (b): " + escape(", ".join(f"{n} {v}" for v, n in claims["counts"].items() if n)) +
+             r". With the seeds' own settings (a): " +
+             escape(", ".join(f"{n} {v}" for v, n in (claims.get("replication_counts") or {}).items() if n) or "none") + ".",
+             r"\begin{itemize}"]
+    for opt, recs in by_opt.items():
+        groups: dict[str, list[str]] = {}
+        for r in recs:
+            groups.setdefault(r["verdict"], []).append(r["id"])
+        reps = [r for r in recs if (r.get("replication_verdict") or "").startswith("replicated")]
+        text = "; ".join(f"{v}: {', '.join(ids)}" for v, ids in groups.items())
+        item = rf"\item \textbf{{{escape(opt)}}}: {escape(text)}."
+        if reps:
+            item += (rf" Replicated with the seed's own settings: {_ids(reps)}" +
+                     (r", of which under equal tuning and the LR-matched control: " +
+                      _ids([r for r in reps if r["verdict"].startswith("replicated")]) + "."))
+        lines.append(item)
+    lines += [r"\end{itemize}", ""]
+    return "\n".join(lines)
 
 
 _DIGITS = "Zero One Two Three Four Five Six Seven Eight Nine".split()

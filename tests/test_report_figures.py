@@ -1,0 +1,139 @@
+"""Paper figures on small synthetic aggregates: t-interval bands and intervals, log loss axis,
+zoomed effective-rank axis, legends outside, Grad-CAM grid that fits a page, LaTeX placement."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import matplotlib.collections as mcoll
+import numpy as np
+import pytest
+import scipy.stats as st
+
+from optirep.analysis import gradcam as gc
+from optirep.report import figures
+
+REPO = Path(__file__).resolve().parents[1]
+
+LOSS_A = [[2.0, 1.0, 0.5], [2.2, 1.3, 0.6], [1.8, 0.9, 0.4]]  # 3 seeds x 3 steps
+LOSS_B = [[2.0, 1.5, 1.0], [2.1, 1.4, 1.1], [1.9, 1.6, 0.9]]
+
+
+def _agg(loss_b=LOSS_B, n_diverged=0, stats_b=None):
+    """Two labels, three seeds, three steps; erank values near 9.9 with a hand-set aggregate interval."""
+    def label(losses, erank, stats, nd=0):
+        return {"n_runs": 3, "n_diverged": nd, "seeds": [0, 1, 2],
+                "curves": [{"seed": s, "step": [10, 20, 30], "val_metric": [0.5 + 0.1 * s, 0.6, 0.7],
+                            "train_loss": loss} for s, loss in enumerate(losses)],
+                "values": {"seed_effective_rank": erank},
+                "stats": {"seed_effective_rank": stats}}
+    return {"experiment": "synth", "task": "clf", "scale": "seed scale, CPU", "metric": "accuracy",
+            "labels": ["a", "b"], "baseline": "a", "target": {"value": None},
+            "per_label": {
+                "a": label(LOSS_A, [9.95, 9.96, 9.97], {"n": 3, "mean": 9.96, "ci_low": 9.955, "ci_high": 9.965}),
+                "b": label(loss_b, [9.93, 9.94, 9.95], stats_b or {"n": 3, "mean": 9.94, "ci_low": 9.92,
+                                                                     "ci_high": 9.96}, n_diverged)}}
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """Keep the figure a function draws instead of writing it: figs[-1] after the call."""
+    figs = []
+    monkeypatch.setattr(figures, "_save", lambda fig, stem: figs.append(fig) or [Path(f"{stem}.pdf")])
+    return figs
+
+
+def _band(ax, index):
+    """{x: (lower, upper)} of the index-th fill_between band of an axis (its polygon's extent per x)."""
+    poly = [c for c in ax.collections if isinstance(c, mcoll.PolyCollection)][index]
+    v = poly.get_paths()[0].vertices
+    return {float(x): (v[v[:, 0] == x, 1].min(), v[v[:, 0] == x, 1].max()) for x in np.unique(v[:, 0])}
+
+
+def test_loss_band_is_the_t_interval_over_seeds(drawn):
+    figures.fig_curves(_agg(), "unused")
+    loss_ax = drawn[-1].axes[1]
+    band = _band(loss_ax, 0)  # label "a"
+    a = np.array(LOSS_A)
+    assert sorted(band) == [10, 20, 30]
+    for j, step in enumerate([10, 20, 30]):
+        want = st.t.interval(0.95, df=2, loc=a[:, j].mean(), scale=st.sem(a[:, j]))
+        assert band[step] == pytest.approx(want, rel=1e-9)
+    assert loss_ax.get_yscale() == "linear"
+
+
+def test_a_diverged_run_gets_a_log_loss_axis_and_nonfinite_values_do_not_break_it(drawn):
+    blown = [[2.0, 1e15, 1e31], [2.1, 1.4, 1.1], [1.9, None, float("inf")]]
+    assert figures.fig_curves(_agg(loss_b=blown), "unused")
+    fig = drawn[-1]
+    assert fig.axes[1].get_yscale() == "log"
+    assert fig.axes[0].get_yscale() == "linear"
+    assert "2 non-finite loss values not drawn" in fig._suptitle.get_text()
+    lines = [ln for ln in fig.axes[1].get_lines() if len(ln.get_ydata())]
+    assert all(np.all(np.isfinite(np.asarray(ln.get_ydata(), float))) for ln in lines)
+    # counted as diverged although every value is finite and small: still log
+    figures.fig_curves(_agg(n_diverged=1), "unused")
+    assert drawn[-1].axes[1].get_yscale() == "log"
+
+
+def test_needs_log_axis_rule():
+    agg = _agg()
+    assert not figures.needs_log_axis(agg, [0.1, 2.3, 50.0])
+    assert figures.needs_log_axis(agg, [0.1, 1e31])
+    assert figures.needs_log_axis(agg, [0.1, math.nan])
+    assert figures.needs_log_axis(_agg(n_diverged=1), [0.1, 0.2])
+
+
+def test_legend_is_outside_the_panels_with_one_colour_per_label(drawn):
+    agg = _agg()
+    agg["labels"] = [f"optimizer_{i}" for i in range(13)]
+    agg["per_label"] = {lab: {**agg["per_label"]["a"]} for lab in agg["labels"]}
+    figures.fig_curves(agg, "unused")
+    fig = drawn[-1]
+    assert all(ax.get_legend() is None for ax in fig.axes)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == agg["labels"]
+    colours = {tuple(ln.get_color()) for ln in fig.axes[0].get_lines()[:13]}
+    assert len(colours) == 13
+
+
+def test_erank_interval_is_the_aggregates_and_the_axis_does_not_start_at_zero(drawn):
+    # an interval no per-seed computation would give: it must come from stats, not from the values
+    figures.fig_erank(_agg(stats_b={"n": 3, "mean": 9.94, "ci_low": 9.90, "ci_high": 9.99}),
+                      "unused", metrics=("seed_effective_rank",))
+    ax = drawn[-1].axes[0]
+    bars = [c for c in ax.collections if isinstance(c, mcoll.LineCollection)][0]
+    spans = sorted(tuple(sorted((seg[0][0], seg[1][0]))) for seg in bars.get_segments())
+    assert spans == [pytest.approx((9.90, 9.99)), pytest.approx((9.955, 9.965))]
+    lo, hi = ax.get_xlim()
+    assert lo > 9.0 and hi < 10.5  # zoomed: a 0.01 difference is a visible fraction of the axis
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b"]  # horizontal labels, one per row
+
+
+def test_gradcam_grid_fits_a_page_with_its_caption(tmp_path):
+    for n_images, n_opt in ((10, 6), (10, 13), (4, 2)):
+        w, h = gc.grid_size(n_images, n_opt)
+        assert w <= gc.GRID_MAX_IN[0] + 1e-9 and h <= gc.GRID_MAX_IN[1] + 1e-9
+    with pytest.raises(ValueError, match="does not fit"):
+        gc.grid_size(40, 30)
+    rng = np.random.default_rng(0)
+    maps = {f"label_{i}": rng.random((10, 8, 8)) for i in range(7)}
+    out = gc.gradcam_grid(rng.random((10, 1, 8, 8)), maps, tmp_path / "grid.png")
+    import matplotlib.image as mimg
+    hgt, wid = mimg.imread(out).shape[:2]
+    assert wid / 120 <= gc.GRID_MAX_IN[0] + 0.01 and hgt / 120 <= gc.GRID_MAX_IN[1] + 0.01
+
+
+def test_results_section_caps_figure_size_and_lets_floats_share_pages():
+    spec = importlib.util.spec_from_file_location("results_section", REPO / "analysis" / "results_section.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    grid = "\n".join(mod.figure_tex("g.pdf", "cap", "gradcam"))
+    curves = "\n".join(mod.figure_tex("c.pdf", "cap", "curves"))
+    assert r"\begin{figure}[htbp]" in curves and r"\caption{cap}" in grid
+    assert r"max width=\linewidth,max height=0.6\textheight" in grid
+    assert r"max height=0.45\textheight" in curves
+    assert r"\renewcommand{\floatpagefraction}{0.75}" in mod.FLOAT_LAYOUT
+    ms = (REPO / "paper" / "ms.tex").read_text()
+    assert r"\usepackage[export]{adjustbox}" in ms and r"\usepackage{placeins}" in ms
