@@ -164,14 +164,16 @@ echo "slurm_local: snakemake rc=$RC after $(( $(date +%s) - START )) s (log: $W/
 # ---- time limit: SIGTERM to the steps of a running training job after its first checkpoint, what
 # the profile's --signal=TERM@120 makes Slurm send 2 minutes before the limit; the job must
 # checkpoint and leave, and Snakemake's retry must resume from that checkpoint
-RUN=results/slurm_preempt/runs/gpt1/adamw/seed0
+# (run directories are results/<exp>/runs/<task>/<label>/<spec>/seed<s>: found by glob)
 START=$(date +%s)
-smk "$W/log/preempt.log" "$RUN/metrics.json" &
+smk "$W/log/preempt.log" results/slurm_preempt/aggregate/gpt1.json &
 SMK=$!
-for _ in $(seq 600); do [ -f "$RUN/ckpt.pt" ] && break; kill -0 $SMK 2>/dev/null || break; sleep 0.5; done
+for _ in $(seq 600); do compgen -G "results/slurm_preempt/runs/gpt1/adamw/*/seed0/ckpt.pt" >/dev/null && break
+  kill -0 $SMK 2>/dev/null || break; sleep 0.5; done
+RUN=$(dirname "$(compgen -G "results/slurm_preempt/runs/gpt1/adamw/*/seed0/ckpt.pt" | head -1)")
 JOB=$(squeue -h -t RUNNING -o %i | head -1)
 [ -n "$JOB" ] && scancel --signal=TERM "$JOB"  # the job steps, not the batch script (as --signal)
-TLOG=results/slurm_preempt/logs/runs/gpt1/adamw/seed0.log
+TLOG=$(compgen -G "results/slurm_preempt/logs/runs/gpt1/adamw/*/seed0.log" | head -1)
 for _ in $(seq 120); do grep -q "SIGTERM at step" "$TLOG" 2>/dev/null && break; sleep 0.5; done
 cp "$TLOG" "$W/log/preempted-attempt.log" 2>/dev/null || true  # the retry rewrites the rule's log
 set +e
@@ -193,7 +195,7 @@ check "6 Slurm jobs: 4 training, 1 group of 4 analyses, 1 aggregate" \
 check "the analyses went as one group job" '[ "$(grep -c "submitted with SLURM jobid .*/group_analyze" "$LOG")" = 1 ]'
 check "training jobs asked for the site partition \"long\"" 'grep -q "slurm_partition=long" "$LOG"'
 check "training jobs asked for SIGTERM before their time limit" 'grep -q "slurm_extra=--signal=TERM@120" "$LOG"'
-check "4 run directories finished" '[ "$(ls results/slurm_local/runs/gpt1/*/seed*/metrics.json | wc -l)" = 4 ]'
+check "4 run directories finished" '[ "$(ls results/slurm_local/runs/gpt1/*/*/seed*/metrics.json | wc -l)" = 4 ]'
 check "the fetched datasets came from the mirror" '[ -f data/tinyshakespeare/input.txt ] && [ -f data/gpt2/vocab.json ]'
 PLOG=$W/log/preempt.log
 check "preemption: snakemake exit status 0" '[ $PRC = 0 ]'
