@@ -15,7 +15,7 @@ export MPLBACKEND ?= Agg
 export PYTHONHASHSEED ?= 0
 CORES ?= all
 
-.PHONY: setup test smoke study paper lint bench lock tex tex-optional clean help
+.PHONY: setup test smoke study paper lint bench lock tex tex-optional slurm-test clean help
 
 help:
 	@echo "make setup   build .venv from envs/requirements.lock (CPU torch + torchvision repair)"
@@ -23,6 +23,7 @@ help:
 	@echo "make smoke   run the smoke study end to end, to paper/ms.pdf"
 	@echo "make study   the full study: snakemake --cores all (GPU recommended)"
 	@echo "make bench   optimizer step-time/memory benchmark (reported, not asserted)"
+	@echo "make slurm-test  the Slurm path on a one-node cluster on localhost (root + apt; not in make test)"
 
 setup: $(VENV)/.optirep-setup
 
@@ -53,6 +54,11 @@ smoke: setup tex
 
 study: setup tex
 	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/snakemake --cores $(CORES) $(SNAKEMAKE_ARGS)
+
+# Installs Slurm with apt when missing, starts munged/slurmctld/slurmd on localhost (stopped at the
+# end), runs a small DAG through a site copy of profiles/slurm. Minutes: not part of `make test`.
+slurm-test: setup
+	VENV=$(CURDIR)/$(VENV) bash scripts/slurm_local.sh
 
 # the optimizers with a target (issue #12) and torch's rows, on ResNet-18 and the GPT-2 block stack
 BENCH_ARGS ?= --shapes all --optimizers biostatis_v6 biostatis_v6_global neuroplastic enhanced_sgd enhanced_sgd_noclosure

@@ -10,6 +10,9 @@ rule analyze:
         "results/{exp}/logs/analyze/{task}/{label}/seed{seed}.log",
     params:
         run=lambda w, input: os.path.dirname(input[0]),
+    # ~10 s each, one per run: on a cluster the profile packs many into one Slurm job (group-components)
+    group:
+        "analyze"
     conda:
         "../envs/optirep.yaml"
     threads: 1

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from optirep import config as optirep_config
 from optirep import tuning as optirep_tuning
+from optirep.data.sources import SOURCES
 
 STUDY = config["study"]
 EXP_FILES = config["experiments"] if isinstance(config["experiments"], list) else [config["experiments"]]
@@ -164,8 +165,22 @@ def all_targets():
     return targets
 
 
-def fetched(w=None):
-    return [f"results/data/{d}.fetched" for d in config.get("fetch", [])]
+def task_sources(exp, task):
+    """The fetchable sources one task reads: its dataset and the tokenizer it names in `data_args`
+    (by default the dataset's own, e.g. GPT-2 BPE for tiny-shakespeare). Embedded datasets, a
+    character tokenizer or a vocabulary file need nothing fetched."""
+    t = EXPS[exp]["tasks"][task]
+    if t["dataset"] not in SOURCES:
+        return []
+    tok = t.get("data_args", {}).get("tokenizer")
+    deps = SOURCES[t["dataset"]].requires if tok is None else [tok] if tok in SOURCES else []
+    return [t["dataset"], *deps]
+
+
+def fetched(w):
+    """A training job waits only for its own task's datasets among those the config fetches, so a
+    dataset that cannot be fetched (VOC not staged) blocks only the tasks that read it."""
+    return [f"results/data/{d}.fetched" for d in task_sources(w.exp, w.task) if d in config.get("fetch", [])]
 
 
 def gradcam_tasks(exp):

@@ -43,7 +43,8 @@ rule train:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep train --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
+        # exec: SIGTERM from Slurm reaches `optirep train` (which checkpoints), not a shell that dies first
+        "exec optirep train --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --seed {wildcards.seed} --out {params.out} {params.hp} {params.data} --quiet > {log} 2>&1"
 
 

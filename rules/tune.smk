@@ -25,7 +25,8 @@ rule tune_lr:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep tune-trial --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
+        # exec: SIGTERM from Slurm reaches optirep (which checkpoints), not a shell that dies first
+        "exec optirep tune-trial --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --lr-point {wildcards.k} --out {params.out} {params.data} --quiet > {log} 2>&1"
 
 
@@ -80,7 +81,7 @@ rule tune_random:
     resources:
         gpu=lambda w: int(EXPS[w.exp].get("device", "auto") != "cpu"),
     shell:
-        "optirep tune-trial --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
+        "exec optirep tune-trial --experiment {params.exp:q} --task {wildcards.task} --optimizer {wildcards.label}"
         " --random {wildcards.j} --sweep {input.sweep} --out {params.out} {params.data} --quiet > {log} 2>&1"
 
 

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from optirep import cli, config
@@ -126,6 +131,35 @@ def test_resume_is_bit_identical(tmp_path):
     b = (tmp_path / "part" / "metrics.jsonl").read_text().splitlines()
     strip = lambda rows: [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"} for r in rows]  # noqa: E731
     assert strip(a) == strip(b)
+
+
+def test_sigterm_checkpoints_and_the_rerun_resumes_bit_identically(tmp_path):
+    # A real `optirep train` process gets SIGTERM mid-run, as Slurm sends before a time-limit or
+    # preemption kill: it checkpoints, exits 143 without metrics.json, and the rerun matches an
+    # uninterrupted run exactly.
+    sets = ["task.steps=300", "task.eval_every=20"]
+    run = run_cfg(tmp_path, overrides=sets)
+    part = tmp_path / "part"
+    cmd = [sys.executable, "-m", "optirep", "train", "--experiment", str(write_experiment(tmp_path)),
+           "--task", "mnist1d_mlp", "--optimizer", "adamw", "--seed", "0", "--out", str(part), "--quiet"]
+    proc = subprocess.Popen(cmd + [a for s in sets for a in ("--set", s)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (part / "ckpt.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-2000:]
+    assert "SIGTERM at step" in err and not (part / "metrics.json").exists()
+    stopped = torch.load(part / "ckpt.pt", weights_only=False)["state"]["step"]
+    assert 20 <= stopped < 300
+
+    full = train(run, tmp_path / "full", quiet=True)
+    resumed = train(run, part, quiet=True)
+    for key in ("final_test", "final_val", "best_val", "best_val_step", "final_train_loss", "steps"):
+        assert resumed[key] == full[key], key
+    rows = lambda d: [{k: v for k, v in json.loads(r).items() if k != "wall_time_s"}  # noqa: E731
+                      for r in (d / "metrics.jsonl").read_text().splitlines()]
+    assert rows(part) == rows(tmp_path / "full")
 
 
 def test_finished_run_is_not_retrained_and_foreign_config_is_refused(tmp_path):

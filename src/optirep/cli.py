@@ -19,12 +19,14 @@ Snakemake rules and DVC stages call exactly these commands, so every step also r
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
 
 def _train(argv: list[str]) -> int:
     from optirep import launch, runio
+    from optirep.train import checkpoint_on_sigterm
 
     p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run, or "
                                 "several in one process (repeat --seed and --out, one pair per run).")
@@ -42,6 +44,7 @@ def _train(argv: list[str]) -> int:
     a = p.parse_args(argv)
     runio.validate_stop_after(a.stop_after)
     runs = launch.plan_runs(a.seed, a.out)
+    checkpoint_on_sigterm()  # SIGTERM: the run checkpoints and leaves with status 143 (main)
     return launch.train_runs(a.experiment, a.task, a.optimizer, runs, a.set, a.hp_json, data_root=a.data_root,
                              mirror=a.mirror, quiet=a.quiet, stop_after=a.stop_after)
 
@@ -66,7 +69,7 @@ def _tune_trial(argv: list[str]) -> int:
     """Train one tuning configuration at every tuning seed (DIR/seed<s>/), then write DIR/trial.json last."""
     from optirep import runio
     from optirep import config, tuning
-    from optirep.train import atomic_write_json, train
+    from optirep.train import atomic_write_json, checkpoint_on_sigterm, train
 
     p = argparse.ArgumentParser(prog="optirep tune-trial", description=_tune_trial.__doc__)
     p.add_argument("--experiment", required=True)
@@ -96,6 +99,7 @@ def _tune_trial(argv: list[str]) -> int:
                                      f"{len(trials)} (0..{len(trials) - 1})")
         hp, trial_id, stage = trials[a.random], f"random/trial{a.random}", "random"
     dirs = {}
+    checkpoint_on_sigterm()  # SIGTERM: the current seed's run checkpoints; status 143 (main)
     for s in t["seeds"]:
         run = config.resolve_run(cfg, a.task, a.optimizer, s, hp_override=hp, source=a.experiment)
         dirs[s] = a.out / f"seed{s}"
@@ -261,6 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from optirep.config import ConfigError
     from optirep.runio import RunIOError
+    from optirep.train import Preempted
     from optirep.tuning import TuningError
 
     try:
@@ -268,6 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TuningError, RunIOError, FileNotFoundError, KeyError) as exc:
         print(f"optirep {cmd}: error: {exc}", file=sys.stderr)
         return 2
+    except Preempted as exc:  # checkpointed on SIGTERM; the rerun resumes
+        print(exc, file=sys.stderr)
+        return 128 + signal.SIGTERM  # the shell's status for "ended by SIGTERM": the job is not finished
 
 
 if __name__ == "__main__":

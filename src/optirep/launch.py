@@ -133,7 +133,9 @@ def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, Pat
                 rec = train(run, out, **train_kwargs)
             print(summary(out, rec, train_kwargs.get("stop_after")))
         except Exception as exc:
-            if len(runs) == 1:
+            from optirep.train import Preempted
+
+            if len(runs) == 1 or isinstance(exc, Preempted):  # SIGTERM: leave now, the rerun resumes
                 raise
             failed += 1
             if not isinstance(exc, (config.ConfigError, FileNotFoundError, KeyError)):

@@ -7,7 +7,8 @@ Reads top to bottom: config -> seed -> data -> model -> optimizer -> loop (eval,
 -> outputs (metrics.json last, atomically: its presence means the run finished). Rerunning into the
 same directory resumes from the last checkpoint and gives bit-identical metrics on CPU; a finished
 run is not retrained (and drops its last checkpoint; model.pt keeps the final weights). A NaN/inf loss
-ends the run with `diverged: true`: a result, not a crash.
+ends the run with `diverged: true`: a result, not a crash. `optirep train` checkpoints on SIGTERM (a
+cluster's time limit or preemption) and exits with status 143; its rerun resumes.
 
 Determinism: batch order and augmentation are functions of (seed, epoch/step) alone, and the
 global RNG (dropout) is checkpointed, so a resumed run replays exactly what it would have done.
@@ -22,7 +23,9 @@ import math
 import os
 import platform
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +43,20 @@ from optirep.provenance import git_sha
 
 
 # ----------------------------------------------------------------------------- small helpers
+#: Set by SIGTERM once `checkpoint_on_sigterm()` ran (`optirep train` does): Slurm's warning before it
+#: kills a job at its time limit or on preemption. The loop then checkpoints and raises `Preempted`.
+SIGTERM_RECEIVED = threading.Event()
+
+
+class Preempted(RuntimeError):
+    """Training left early on SIGTERM, checkpointed; rerunning the same command resumes exactly."""
+
+
+def checkpoint_on_sigterm() -> None:
+    """Make SIGTERM set `SIGTERM_RECEIVED` instead of ending the process. Main thread only."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: SIGTERM_RECEIVED.set())
+
+
 def atomic_write_json(path: Path, obj: Any) -> None:
     runio.write_json_atomic(path, obj, default=_json_default)
 
@@ -459,6 +476,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
         if device.type == "cuda" and ck.get("rng_cuda") is not None:
             torch.cuda.set_rng_state(ck["rng_cuda"])
         state = ck["state"]
+        print(f"{out}: resuming from the checkpoint at step {state['step']}", file=sys.stderr)
     # metrics.jsonl is rewritten from the checkpointed history, so a resumed run's log has no duplicate rows.
     with open(out / "metrics.jsonl", "w") as f:
         f.writelines(json.dumps(r, default=_json_default) + "\n" for r in state["history"])
@@ -493,10 +511,12 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
     warm_left = TIMING_WARMUP_STEPS  # of this process
     while state["step"] < steps and not state["diverged"]:
         step = state["step"]
-        if stop_at is not None and step >= stop_at:
+        if (stop_at is not None and step >= stop_at) or SIGTERM_RECEIVED.is_set():
             checkpoint()
             if bar is not None:
                 bar.close()
+            if SIGTERM_RECEIVED.is_set():
+                raise Preempted(f"{out}: SIGTERM at step {step} of {steps}; checkpointed, rerun to resume")
             return None
         if step % spe == 0 and hasattr(opt, "set_epoch"):
             opt.set_epoch(step // spe + 1)  # 1-based, as the seeds' epoch loops count
