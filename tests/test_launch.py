@@ -18,7 +18,8 @@ from test_train import EXPERIMENT, write_experiment
 from optirep import cli, config, launch
 
 ROOT = Path(__file__).resolve().parents[1]
-TIMING = {"wall_time_s", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes"}
+TIMING = {"wall_time_s", "time_per_step_s", "time_per_opt_step_s", "peak_memory_bytes", "warmup_time_s",
+          "warmup_opt_time_s"}
 
 
 def _train(exp: Path, *args: str, label: str = "adamw") -> int:

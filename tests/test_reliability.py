@@ -520,7 +520,7 @@ def _all_outputs_present(repo: Path, workflow: str) -> list[Path]:
     """Create every output of the workflow's DAG with one old mtime (a finished study); returns them."""
     from test_workflow import ENV
 
-    res = subprocess.run(["snakemake", "--summary", "--configfile", workflow, "--config", "latex=False"],
+    res = subprocess.run(["snakemake", "--summary", "--cores", "1", "--configfile", workflow, "--config", "latex=False"],
                          cwd=repo, env=ENV, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     outs = [repo / line.split("\t")[0] for line in res.stdout.splitlines()[1:] if "\t" in line]

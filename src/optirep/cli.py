@@ -26,7 +26,7 @@ from pathlib import Path
 
 def _train(argv: list[str]) -> int:
     from optirep import launch, runio
-    from optirep.train import checkpoint_on_sigterm
+    from optirep.preempt import checkpoint_on_sigterm
 
     p = argparse.ArgumentParser(prog="optirep train", description="Train one (task, optimizer, seed) run, or "
                                 "several in one process (repeat --seed and --out, one pair per run).")
@@ -69,7 +69,8 @@ def _tune_trial(argv: list[str]) -> int:
     """Train one tuning configuration at every tuning seed (DIR/seed<s>/), then write DIR/trial.json last."""
     from optirep import runio
     from optirep import config, tuning
-    from optirep.train import atomic_write_json, checkpoint_on_sigterm, train
+    from optirep.preempt import checkpoint_on_sigterm
+    from optirep.train import atomic_write_json, train
 
     p = argparse.ArgumentParser(prog="optirep tune-trial", description=_tune_trial.__doc__)
     p.add_argument("--experiment", required=True)
@@ -265,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from optirep.config import ConfigError
     from optirep.runio import RunIOError
-    from optirep.train import Preempted
+    from optirep.preempt import Preempted
     from optirep.tuning import TuningError
 
     try:

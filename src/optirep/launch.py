@@ -133,7 +133,7 @@ def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, Pat
                 rec = train(run, out, **train_kwargs)
             print(summary(out, rec, train_kwargs.get("stop_after")))
         except Exception as exc:
-            from optirep.train import Preempted
+            from optirep.preempt import Preempted
 
             if len(runs) == 1 or isinstance(exc, Preempted):  # SIGTERM: leave now, the rerun resumes
                 raise

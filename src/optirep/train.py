@@ -23,9 +23,7 @@ import math
 import os
 import platform
 import random
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -45,16 +43,7 @@ from optirep.provenance import git_sha
 # ----------------------------------------------------------------------------- small helpers
 #: Set by SIGTERM once `checkpoint_on_sigterm()` ran (`optirep train` does): Slurm's warning before it
 #: kills a job at its time limit or on preemption. The loop then checkpoints and raises `Preempted`.
-SIGTERM_RECEIVED = threading.Event()
-
-
-class Preempted(RuntimeError):
-    """Training left early on SIGTERM, checkpointed; rerunning the same command resumes exactly."""
-
-
-def checkpoint_on_sigterm() -> None:
-    """Make SIGTERM set `SIGTERM_RECEIVED` instead of ending the process. Main thread only."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: SIGTERM_RECEIVED.set())
+from optirep.preempt import SIGTERM_RECEIVED, Preempted, checkpoint_on_sigterm  # noqa: E402,F401 - re-exported
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
