@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from optirep import optim
+from optirep.optim import _flat
 from optirep.optim.biostatis import BiostatisV6
 
 CIFAR = dict(lr=1e-3, weight_decay=1e-2, homeo_rate=0.5, coherence_target=0.8, energy_target=1e-4,
@@ -206,7 +207,11 @@ def test_mechanisms_off_gains_are_exactly_one():
 
 
 @pytest.mark.slow
-def test_compiled_path_matches_reference_in_float64():
+@pytest.mark.parametrize("small_numel", [0, 100, None])
+def test_compiled_path_matches_reference_in_float64(small_numel, monkeypatch):
+    """Every tensor through the compiled kernels (0), some gathered (100: the 8-element bias), all gathered."""
+    if small_numel is not None:
+        monkeypatch.setattr(_flat, "SMALL_NUMEL", small_numel)
     a, oa = _params(1e-1, n_steps=6, dtype=torch.float64, foreach=False, diag_every=2, flip_threshold=5.0)
     b, ob = _params(1e-1, n_steps=6, dtype=torch.float64, compile=True, diag_every=2, flip_threshold=5.0)
     for p, q in zip(a, b):

@@ -12,7 +12,8 @@ import torch
 from torch._dynamo.utils import counters
 
 from optirep import optim
-from optirep.optim._flat import alias_1d, compile_cache_dir
+from optirep.optim import _flat
+from optirep.optim._flat import Gathered, alias_1d, compile_cache_dir, partition
 
 
 def test_alias_1d_shares_memory_without_being_a_view():
@@ -27,8 +28,36 @@ def test_alias_1d_shares_memory_without_being_a_view():
     assert torch.equal(alias_1d(off), torch.arange(4.0, 10.0))
 
 
+def test_gathered_sums_expand_and_scatter_per_tensor():
+    g = torch.Generator().manual_seed(0)
+    xs = [torch.randn(s, generator=g, dtype=torch.float64) for s in [(3, 4), (5,), (1,), (2, 1, 3)]]
+    b = Gathered([x.numel() for x in xs])
+    flat = b.gather(xs)
+    assert flat.shape == (24,)
+    terms = torch.stack([flat, flat * flat])
+    sums = b.sums(terms)
+    assert sums.shape == (2, 4)
+    torch.testing.assert_close(sums[0], torch.stack([x.sum() for x in xs]), rtol=1e-14, atol=1e-14)
+    torch.testing.assert_close(sums[1], torch.stack([(x * x).sum() for x in xs]), rtol=1e-14, atol=1e-14)
+    rows = torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64)
+    assert torch.equal(b.expand(rows)[0], torch.tensor([1.0] * 12 + [2.0] * 5 + [3.0] + [4.0] * 6, dtype=torch.float64))
+    versions = [x._version for x in xs]
+    b.scatter(flat * 2, xs)  # written in place, in their own shapes, counted as in-place writes
+    assert all(x._version > v for x, v in zip(xs, versions))
+    assert [v.shape for v in b.split(flat, xs)] == [x.shape for x in xs]
+
+
+def test_partition_by_size_and_dtype():
+    xs = [torch.zeros(10), torch.zeros(200), torch.zeros(3, dtype=torch.float64), torch.zeros(5), torch.zeros(100)]
+    big, buckets = partition(xs, threshold=100)
+    assert big == [1, 4]
+    assert [(idx, bk.sizes) for idx, bk in buckets] == [([0, 3], [10, 5]), ([2], [3])]
+    assert partition(xs, threshold=0)[1] == []
+
+
 @pytest.mark.parametrize("name", ["biostatis_v6", "neuroplastic"])
-def test_compiled_kernels_compile_once_for_params_of_every_rank(name):
+def test_compiled_kernels_compile_once_for_params_of_every_rank(name, monkeypatch):
+    monkeypatch.setattr(_flat, "SMALL_NUMEL", 0)  # every tensor through the compiled kernels, none gathered
     torch._dynamo.reset()
     g = torch.Generator().manual_seed(0)
     params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in [(3, 2, 3, 3), (4,), (8, 4), (5, 1, 2)]]

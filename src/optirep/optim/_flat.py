@@ -86,3 +86,56 @@ def histc_counts(parts: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, 
     for x in parts:
         counts += torch.bincount(kernel(alias_1d(x.contiguous()), lo, hi, bins), minlength=bins)
     return counts.to(parts[0].dtype)
+
+
+# ----------------------------------------------------------------------------- small tensors, gathered
+#: In the compiled paths of BiostatisV6 and NeuroPlastic, tensors with fewer elements than this do not get
+#: their own compiled kernel calls (each costs ~30-90 us of dynamo/AOT wrapping on CPU, more than the arithmetic
+#: on a bias or a norm weight): they are gathered into one flat buffer per operand, updated by the same kernel
+#: functions run eagerly on the whole buffer, with per-tensor sums as segment sums, and scattered back.
+#: ResNet-18: 41 of 62 tensors, 0.5% of the elements.
+SMALL_NUMEL = 1 << 16
+
+
+class Gathered:
+    """Tensors of different sizes as one flat buffer per operand, with per-tensor sums over the members.
+
+    `sizes` are the member tensors' element counts (T of them, n elements in all). `gather(xs)` concatenates
+    same-sized members into one 1-D tensor of n; `scatter(flat, xs)` copies it back into them (a real
+    in-place write on each, so autograd's version counters move); `sums(terms)` turns a [k, n] tensor of
+    per-element terms into [k, T] per-tensor sums (torch.sum over each member's slice); `expand(rows)` turns
+    [k, T] per-tensor values into [k, n] per-element ones.
+    """
+
+    def __init__(self, sizes: list[int]) -> None:
+        self.sizes = list(sizes)
+
+    def gather(self, xs: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat([x.reshape(-1) for x in xs])
+
+    def scatter(self, flat: torch.Tensor, xs: list[torch.Tensor]) -> None:
+        torch._foreach_copy_(xs, self.split(flat, xs))
+
+    def split(self, flat: torch.Tensor, like: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Views of `flat` (1-D) shaped like each of `like`."""
+        return [c.view(x.shape) for c, x in zip(flat.split(self.sizes), like)]
+
+    def sums(self, terms: torch.Tensor) -> torch.Tensor:
+        return torch.stack([c.sum(1) for c in terms.split(self.sizes, 1)], 1)
+
+    def expand(self, rows: torch.Tensor) -> torch.Tensor:
+        k = rows.shape[0]
+        return torch.cat([r.expand(k, n) for r, n in zip(rows.unsqueeze(2).unbind(1), self.sizes)], 1)
+
+
+def partition(xs: list[torch.Tensor], threshold: int | None = None) -> tuple[list[int], list[tuple[list[int], Gathered]]]:
+    """(indices of the tensors with >= threshold elements, [(indices, Gathered)] of the smaller ones, one
+    bucket per dtype); threshold defaults to SMALL_NUMEL. The tensors are on one device."""
+    threshold = SMALL_NUMEL if threshold is None else threshold
+    big, small = [], {}
+    for i, x in enumerate(xs):
+        if x.numel() >= threshold:
+            big.append(i)
+        else:
+            small.setdefault(x.dtype, []).append(i)
+    return big, [(idx, Gathered([xs[i].numel() for i in idx])) for idx in small.values()]

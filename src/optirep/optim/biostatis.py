@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_betas, check_compile, check_hp, check_not_sparse, compiled, use_compiled
-from ._flat import abs_tanh, alias_1d, bump_versions
+from ._flat import abs_tanh, alias_1d, bump_versions, partition
 from .registry import Entry
 
 _NAME = "BiostatisV6"
@@ -22,23 +22,46 @@ _SENSOR_SCOPES = ("all_groups", "per_group")
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "memory_ema_1", "memory_ema_2")
 
 
-def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
-    """Moment and memory updates in place; returns the six per-tensor sums the gains need."""
+def _sensor_terms(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float) -> list[torch.Tensor]:
+    """Moment and memory updates in place; the six per-element terms whose per-tensor sums the gains need:
+    g^2, |tanh g|, m g, m^2, |m|, sqrt(v) (m, v updated)."""
     m.lerp_(g, 1 - b1)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     M1.lerp_(g, 1 - d1)
     M2.lerp_(g, 1 - d2)
-    return torch.stack([(g * g).sum(), abs_tanh(g).sum(), (m * g).sum(), (m * m).sum(),
-                        m.abs().sum(), v.sqrt().sum()])
+    return [g * g, abs_tanh(g), m * g, m * m, m.abs(), v.sqrt()]
 
 
-def _update_kernel(p, g, m, v, M1, M2, c):
-    """p <- c6 p + c7 [m/(c0 sqrt(v) + c1) + c2 M1 + c3 M2 + c4 g + c5 |g|]; returns the two squared norms
-    of the Adam part and of the extra part (before the c7 scaling) for the diagnostics."""
+def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
+    """`_sensor_terms` summed over the whole tensor: a [6] tensor."""
+    return torch.stack([x.sum() for x in _sensor_terms(g, m, v, M1, M2, b1, b2, d1, d2)])
+
+
+def _sensor_terms_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
+    """`_sensor_terms` as one [6, n] tensor (for gathered small tensors, summed per tensor by the caller)."""
+    return torch.stack(_sensor_terms(g, m, v, M1, M2, b1, b2, d1, d2))
+
+
+def _update_terms(p, g, m, v, M1, M2, c):
+    """p <- c6 p + c7 [m/(c0 sqrt(v) + c1) + c2 M1 + c3 M2 + c4 g + c5 |g|] in place; returns the Adam part
+    and the extra part (before the c7 scaling) per element. `c` is [8] (one tensor) or [8, n] (per element)."""
     adam = m / (v.sqrt() * c[0] + c[1])
     extra = c[2] * M1 + c[3] * M2 + c[4] * g + c[5] * g.abs()
     p.mul_(c[6]).add_((adam + extra) * c[7])
+    return adam, extra
+
+
+def _update_kernel(p, g, m, v, M1, M2, c):
+    """`_update_terms` on one tensor; returns the two squared norms of the Adam part and of the extra part
+    (before the c7 scaling) for the diagnostics."""
+    adam, extra = _update_terms(p, g, m, v, M1, M2, c)
     return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
+
+
+def _update_terms_kernel(p, g, m, v, M1, M2, c):
+    """`_update_terms` with a per-element `c` ([8, n]); returns [adam^2, extra^2] per element ([2, n])."""
+    adam, extra = _update_terms(p, g, m, v, M1, M2, c)
+    return torch.stack([adam * adam, extra * extra])
 
 
 class BiostatisV6(BioOptimizer):
@@ -550,7 +573,13 @@ class BiostatisV6(BioOptimizer):
             self._record_share(gi, extra_sq, adam_sq)
 
     def _step_compiled(self, gi, group, work, grads, states) -> None:
-        """Two fused torch.compile kernels per tensor (sensors, update); per-tensor scalars on the device."""
+        """Two fused torch.compile kernels per tensor (sensors, update); per-tensor scalars on the device.
+
+        Tensors below `optim._flat.SMALL_NUMEL` elements (biases, norm weights) skip the per-call cost of a
+        compiled kernel each: they are gathered into flat buffers and go through two compiled kernels of the
+        same arithmetic, once for all of them, with per-element coefficients and per-tensor sums taken
+        outside (`optim._flat.Gathered`).
+        """
         lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
         b1, b2 = group["betas"]
         (d1, d2), (w1, w2) = group["memory_decays"], group["memory_weights"]
@@ -563,9 +592,18 @@ class BiostatisV6(BioOptimizer):
 
         host, diag_due = self._host_scalars(group, states, grads, sdt, dev)
         n_t, bc1_t, _, inv_bc2s, ramp_t = host.unbind()
-        tensors = [[flat(x) for x in (g, s["exp_avg"], s["exp_avg_sq"], s["memory_ema_1"], s["memory_ema_2"])]
-                   for g, s in zip(grads, states)]
-        sums = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
+        big, buckets = partition(grads)
+        sums = torch.empty(len(grads), 6, dtype=sdt, device=dev)
+        if big:
+            tensors = [[flat(x) for x in (grads[i], states[i]["exp_avg"], states[i]["exp_avg_sq"],
+                                          states[i]["memory_ema_1"], states[i]["memory_ema_2"])] for i in big]
+            sums[big] = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
+        gathered = []
+        for idx, bucket in buckets:
+            ops = [bucket.gather([grads[i] for i in idx])]
+            ops += [bucket.gather([states[i][k] for i in idx]) for k in _STATE_KEYS]
+            sums[idx] = bucket.sums(compiled(_sensor_terms_kernel)(*ops, b1, b2, d1, d2)).T.to(sdt)
+            gathered.append(ops)
         g_sq, tanh_l1, dots, m_sq, m_abs_sum, sqrt_v_sum = sums.unbind(1)
         ce = group["cosine_eps"]
         half_tanh = 0.5 * torch.tanh(dots / (m_sq.sqrt().clamp_min(ce) * g_sq.sqrt().clamp_min(ce)))
@@ -585,9 +623,19 @@ class BiostatisV6(BioOptimizer):
         decay = 1 - lr * wd * h * e if group["wd_scaled_by_gains"] else torch.full_like(n_t, 1 - lr * wd)
         coefs = torch.stack([inv_bc2s, torch.full_like(n_t, eps), extra_scale * mc * w1, extra_scale * mc * w2,
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
-        norms = torch.stack([update(flat(p), *ts, c.to(p.dtype)).to(sdt)
-                             for p, ts, c in zip(work, tensors, [r.clone() for r in coefs.unbind(0)])])
-        bump_versions(work + [s[k] for s in states for k in _STATE_KEYS])
+        norms = torch.zeros(len(grads), 2, dtype=sdt, device=dev)
+        if big:
+            norms[big] = torch.stack([update(flat(work[i]), *ts, coefs[i].to(work[i].dtype).clone()).to(sdt)
+                                      for i, ts in zip(big, tensors)])
+            bump_versions([work[i] for i in big] + [states[i][k] for i in big for k in _STATE_KEYS])
+        for (idx, bucket), ops in zip(buckets, gathered):
+            p_flat = bucket.gather([work[i] for i in idx])
+            sq = compiled(_update_terms_kernel)(p_flat, *ops, bucket.expand(coefs[idx].T.to(p_flat.dtype)))
+            if diag_due:
+                norms[idx] = bucket.sums(sq).T.to(sdt)
+            bucket.scatter(p_flat, [work[i] for i in idx])
+            for k, x in zip(_STATE_KEYS, ops[1:]):
+                bucket.scatter(x, [states[i][k] for i in idx])
         self._record(gi, C_g, E_g, h, e, parts, fired)
         if diag_due:
             self._record_share(gi, norms[:, 1] * step_size ** 2, norms[:, 0] * step_size ** 2)
