@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from optirep import optim
+from optirep.optim import _flat
 from optirep.optim.neuroplastic import NeuroPlastic
 
 EPS = 1e-8
@@ -314,8 +315,12 @@ def test_diagnostics_only_every_diag_every_steps():
     ("neuroplastic", {"weight_decay": 0.05, "decoupled_weight_decay": True}),
     ("neuroplastic_gradonly", {"weight_decay": 0.01}),
 ])
-def test_compiled_classic_path_matches_reference_in_float64(name, hp):
-    """compile=True: the fused kernels (classic rule, no controller) give the reference's params and state."""
+@pytest.mark.parametrize("small_numel", [0, 20, None])
+def test_compiled_classic_path_matches_reference_in_float64(name, hp, small_numel, monkeypatch):
+    """compile=True: the fused kernels (classic rule, no controller) give the reference's params and state,
+    with every tensor through the per-tensor kernels (0), some gathered (20), or all gathered."""
+    if small_numel is not None:
+        monkeypatch.setattr(_flat, "SMALL_NUMEL", small_numel)
     hp = {"lr": 0.05, "plasticity_scale": 2.0, "diag_every": 3, **hp}
     ref, o_ref = _model_run(name, steps=6, foreach=False, **hp)
     comp, o_comp = _model_run(name, steps=6, compile=True, **hp)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_betas, check_compile, check_hp, compiled, params_with_grad, use_compiled
-from ._flat import alias_1d, bump_versions
+from ._flat import alias_1d, bump_versions, partition
 from .registry import Entry
 
 _NAME = "NeuroPlastic"
@@ -44,33 +44,62 @@ _LAYER_NAMES = ("early_blocks", "late_blocks", "classifier")
 _MIDDLE = 3
 
 
-def _traces_kernel(g, a, m, v, eps: float):
-    """Trace EMAs in place; returns the per-tensor sums of |g|, a and |m| / (sqrt(v) + eps)."""
+def _trace_terms(g, a, m, v, eps: float) -> list[torch.Tensor]:
+    """Trace EMAs in place; returns the per-element |g|, a and |m| / (sqrt(v) + eps) (traces updated)."""
     absg = g.abs()
     a.lerp_(absg, 1.0 - _ACTIVITY_DECAY)
     m.lerp_(g, 1.0 - _MOMENTUM_DECAY)
     v.mul_(_VARIANCE_DECAY).addcmul_(g, g, value=1.0 - _VARIANCE_DECAY)
-    ratio = m.abs() / (v.sqrt() + eps)
-    return torch.stack([absg.sum(), a.sum(), ratio.sum()])
+    return [absg, a, m.abs() / (v.sqrt() + eps)]
 
 
-def _classic_kernel(p, g, a, m, v, k):
-    """u = alpha g (+ wd p) for the classic rule, with k = [1/dg, wa/da, wg/dg, wm/dm, amin, amax, c, wd, eps];
-    returns u and sum(u^2)."""
+def _traces_kernel(g, a, m, v, eps: float):
+    """`_trace_terms` summed over the tensor: the per-tensor sums of |g|, a and |m| / (sqrt(v) + eps)."""
+    return torch.stack([x.sum() for x in _trace_terms(g, a, m, v, eps)])
+
+
+def _trace_terms_kernel(g, a, m, v, eps: float):
+    """`_trace_terms` as one [3, n] tensor (gathered small tensors; summed per tensor by the caller)."""
+    return torch.stack(_trace_terms(g, a, m, v, eps))
+
+
+def _classic_update(p, g, a, m, v, k):
+    """u = alpha g (+ wd p) for the classic rule, with k = [1/dg, wa/da, wg/dg, wm/dm, amin, amax, c, wd, eps]
+    ([9], or [9, n] per element)."""
     absg = g.abs()
     G = absg * k[0]
     alpha_g = G.clamp(k[4], k[5])
     ratio = m.abs() / (v.sqrt() + k[8])
     fused = ratio * k[3] + a * k[1] + absg * k[2]
     alpha = torch.lerp(alpha_g, fused.clamp(k[4], k[5]), k[6])
-    u = alpha * g + k[7] * p
+    return alpha * g + k[7] * p
+
+
+def _classic_kernel(p, g, a, m, v, k):
+    """`_classic_update`: returns u and sum(u^2)."""
+    u = _classic_update(p, g, a, m, v, k)
     return u, (u * u).sum()
+
+
+def _classic_terms_kernel(p, g, a, m, v, k):
+    """`_classic_update` with per-element k ([9, n]): returns u and u^2 per element."""
+    u = _classic_update(p, g, a, m, v, k)
+    return u, u * u
+
+
+def _gradonly_update(p, g, k):
+    """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd] ([4] or [4, n])."""
+    return (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
 
 
 def _gradonly_kernel(p, g, k):
-    """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd]."""
-    u = (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
+    u = _gradonly_update(p, g, k)
     return u, (u * u).sum()
+
+
+def _gradonly_terms_kernel(p, g, k):
+    u = _gradonly_update(p, g, k)
+    return u, u * u
 
 
 class NeuroPlastic(BioOptimizer):
@@ -921,7 +950,8 @@ class NeuroPlastic(BioOptimizer):
         return u, scale, sigmas, alphas, clipped
 
     def _directions_compiled(self, group, params, labels, want_diag):
-        """Classic rule, parameterwise, no controller, no diagnostics: two fused kernels per tensor."""
+        """Classic rule, parameterwise, no controller, no diagnostics: two fused kernels per tensor; tensors under
+        `optim._flat.SMALL_NUMEL` elements gathered into flat buffers, through the same arithmetic once."""
         eps, amin, amax, wd = group["eps"], group["amin"], group["amax"], group["weight_decay"]
         c = self._mix_weight(group)
         coupled_wd = wd if not group["decoupled_weight_decay"] else 0.0
@@ -933,28 +963,54 @@ class NeuroPlastic(BioOptimizer):
         torch._foreach_add_([s["step"] for s in states], 1.0)
 
         flat = alias_1d  # not x.view(-1): see optim._flat
+        # Tensors below optim._flat.SMALL_NUMEL elements: gathered, through one compiled call per kernel.
+        big, buckets = partition(grads)
+        n_t = len(grads)
+        keys = ("activity", "momentum", "variance")
 
         if group["mode"] == "rule_based":
-            traces = compiled(_traces_kernel)
-            sums = torch.stack([traces(flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), eps)
-                                .to(sdt) for g, s in zip(grads, states)])
-            bump_versions([s[k] for s in states for k in ("activity", "momentum", "variance")])
+            sums = torch.empty(n_t, 3, dtype=sdt, device=dev)
+            if big:
+                traces = compiled(_traces_kernel)
+                sums[big] = torch.stack([traces(flat(grads[i]), *[flat(states[i][k]) for k in keys], eps).to(sdt)
+                                         for i in big])
+                bump_versions([states[i][k] for i in big for k in keys])
+            gathered = []
+            for idx, bucket in buckets:
+                ops = [bucket.gather([grads[i] for i in idx])] + [bucket.gather([states[i][k] for i in idx])
+                                                                 for k in keys]
+                sums[idx] = bucket.sums(compiled(_trace_terms_kernel)(*ops, eps)).T.to(sdt)
+                for k, x in zip(keys, ops[1:]):
+                    bucket.scatter(x, [states[i][k] for i in idx])
+                gathered.append(ops)
             dg, da, dm = (sums / numel[:, None] + eps).unbind(1)
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, group["activity_weight"] / da, group["gradient_weight"] / dg,
                               group["memory_weight"] / dm, amin * one, amax * one, c * one, coupled_wd * one,
                               eps * one], dim=1).to(dt)
-            kern = compiled(_classic_kernel)
-            out = [kern(flat(p), flat(g), flat(s["activity"]), flat(s["momentum"]), flat(s["variance"]), k)
-                   for p, g, s, k in zip(params, grads, states, [r.clone() for r in ks.unbind(0)])]
+            kern, terms = compiled(_classic_kernel), compiled(_classic_terms_kernel)
+            big_out = [kern(flat(params[i]), flat(grads[i]), *[flat(states[i][k]) for k in keys], ks[i].clone())
+                       for i in big]
         else:
             dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
-            kern = compiled(_gradonly_kernel)
-            out = [kern(flat(p), flat(g), k) for p, g, k in zip(params, grads, [r.clone() for r in ks.unbind(0)])]
-        u = [x.view_as(g) for (x, _), g in zip(out, grads)]
-        norms = torch.stack([sq.to(sdt) for _, sq in out]).sqrt()
+            kern, terms = compiled(_gradonly_kernel), compiled(_gradonly_terms_kernel)
+            big_out = [kern(flat(params[i]), flat(grads[i]), ks[i].clone()) for i in big]
+            gathered = [[bucket.gather([grads[i] for i in idx])] for idx, bucket in buckets]
+        u: list = [None] * n_t
+        sq = torch.empty(n_t, dtype=sdt, device=dev)
+        for i, (x, s2) in zip(big, big_out):
+            u[i] = x.view_as(grads[i])
+        if big:
+            sq[big] = torch.stack([s2.to(sdt) for _, s2 in big_out])
+        for (idx, bucket), ops in zip(buckets, gathered):
+            p_flat = bucket.gather([params[i] for i in idx])
+            u_flat, u_sq = terms(p_flat, *ops, bucket.expand(ks[idx].T.contiguous()))
+            sq[idx] = bucket.sums(u_sq[None])[0].to(sdt)
+            for i, x in zip(idx, bucket.split(u_flat, [grads[i] for i in idx])):
+                u[i] = x
+        norms = sq.sqrt()
         mx = group["max_update_norm"]
         over = norms > mx
         scale = torch.where(over, mx / (norms + eps), torch.ones_like(norms))
