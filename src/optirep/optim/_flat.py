@@ -91,8 +91,8 @@ def histc_counts(parts: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, 
 # ----------------------------------------------------------------------------- small tensors, gathered
 #: In the compiled paths of BiostatisV6 and NeuroPlastic, tensors with fewer elements than this do not get
 #: their own compiled kernel calls (each costs ~30-90 us of dynamo/AOT wrapping on CPU, more than the arithmetic
-#: on a bias or a norm weight): they are gathered into one flat buffer per operand, updated by the same kernel
-#: functions run eagerly on the whole buffer, with per-tensor sums as segment sums, and scattered back.
+#: on a bias or a norm weight): they are gathered into one flat buffer per operand, run through one compiled kernel
+#: of the same arithmetic (per-element coefficients, per-tensor sums taken outside) and scattered back.
 #: ResNet-18: 43 of 62 tensors (norm weights and biases, the stem, the first 1x1 shortcut, the fc bias), 0.24% of
 #: the elements.
 SMALL_NUMEL = 1 << 14

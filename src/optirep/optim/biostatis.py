@@ -22,45 +22,49 @@ _SENSOR_SCOPES = ("all_groups", "per_group")
 _STATE_KEYS = ("exp_avg", "exp_avg_sq", "memory_ema_1", "memory_ema_2")
 
 
-def _sensor_terms(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float) -> list[torch.Tensor]:
-    """Moment and memory updates in place; the six per-element terms whose per-tensor sums the gains need:
-    g^2, |tanh g|, m g, m^2, |m|, sqrt(v) (m, v updated)."""
+def _sensor_terms(g, m, v, b1: float, b2: float) -> list[torch.Tensor]:
+    """The six per-element terms whose per-tensor sums the gains need, from this step's moments
+    m' = lerp(m, g, 1-b1), v' = b2 v + (1-b2) g^2 (computed here, not stored: `_update_terms` stores them):
+    g^2, |tanh g|, m' g, m'^2, |m'|, sqrt(v'). Reads g, m, v only (3 arrays instead of 5 read and 4 written)."""
+    m = torch.lerp(m, g, 1 - b1)
+    v = torch.addcmul(v * b2, g, g, value=1 - b2)
+    return [g * g, abs_tanh(g), m * g, m * m, m.abs(), v.sqrt()]
+
+
+def _sensors_kernel(g, m, v, b1: float, b2: float):
+    """`_sensor_terms` summed over the whole tensor: a [6] tensor."""
+    return torch.stack([x.sum() for x in _sensor_terms(g, m, v, b1, b2)])
+
+
+def _sensor_terms_kernel(g, m, v, b1: float, b2: float):
+    """`_sensor_terms` as one [6, n] tensor (for gathered small tensors, summed per tensor by the caller)."""
+    return torch.stack(_sensor_terms(g, m, v, b1, b2))
+
+
+def _update_terms(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float):
+    """Moment and memory updates in place (m, v as in `_sensor_terms`), then
+    p <- c6 p + c7 [m/(c0 sqrt(v) + c1) + c2 M1 + c3 M2 + c4 g + c5 |g|] in place; returns the Adam part and
+    the extra part (before the c7 scaling) per element. `c` is [8] (one tensor) or [8, n] (per element)."""
     m.lerp_(g, 1 - b1)
     v.mul_(b2).addcmul_(g, g, value=1 - b2)
     M1.lerp_(g, 1 - d1)
     M2.lerp_(g, 1 - d2)
-    return [g * g, abs_tanh(g), m * g, m * m, m.abs(), v.sqrt()]
-
-
-def _sensors_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
-    """`_sensor_terms` summed over the whole tensor: a [6] tensor."""
-    return torch.stack([x.sum() for x in _sensor_terms(g, m, v, M1, M2, b1, b2, d1, d2)])
-
-
-def _sensor_terms_kernel(g, m, v, M1, M2, b1: float, b2: float, d1: float, d2: float):
-    """`_sensor_terms` as one [6, n] tensor (for gathered small tensors, summed per tensor by the caller)."""
-    return torch.stack(_sensor_terms(g, m, v, M1, M2, b1, b2, d1, d2))
-
-
-def _update_terms(p, g, m, v, M1, M2, c):
-    """p <- c6 p + c7 [m/(c0 sqrt(v) + c1) + c2 M1 + c3 M2 + c4 g + c5 |g|] in place; returns the Adam part
-    and the extra part (before the c7 scaling) per element. `c` is [8] (one tensor) or [8, n] (per element)."""
     adam = m / (v.sqrt() * c[0] + c[1])
     extra = c[2] * M1 + c[3] * M2 + c[4] * g + c[5] * g.abs()
     p.mul_(c[6]).add_((adam + extra) * c[7])
     return adam, extra
 
 
-def _update_kernel(p, g, m, v, M1, M2, c):
+def _update_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float):
     """`_update_terms` on one tensor; returns the two squared norms of the Adam part and of the extra part
     (before the c7 scaling) for the diagnostics."""
-    adam, extra = _update_terms(p, g, m, v, M1, M2, c)
+    adam, extra = _update_terms(p, g, m, v, M1, M2, c, b1, b2, d1, d2)
     return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
 
 
-def _update_terms_kernel(p, g, m, v, M1, M2, c):
+def _update_terms_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float):
     """`_update_terms` with a per-element `c` ([8, n]); returns [adam^2, extra^2] per element ([2, n])."""
-    adam, extra = _update_terms(p, g, m, v, M1, M2, c)
+    adam, extra = _update_terms(p, g, m, v, M1, M2, c, b1, b2, d1, d2)
     return torch.stack([adam * adam, extra * extra])
 
 
@@ -573,7 +577,8 @@ class BiostatisV6(BioOptimizer):
             self._record_share(gi, extra_sq, adam_sq)
 
     def _step_compiled(self, gi, group, work, grads, states) -> None:
-        """Two fused torch.compile kernels per tensor (sensors, update); per-tensor scalars on the device.
+        """Two fused torch.compile kernels per tensor (sensors: reads g, m, v; update: moments, memories and
+        parameter, written once); per-tensor scalars on the device.
 
         Tensors below `optim._flat.SMALL_NUMEL` elements (biases, norm weights) skip the per-call cost of a
         compiled kernel each: they are gathered into flat buffers and go through two compiled kernels of the
@@ -597,12 +602,12 @@ class BiostatisV6(BioOptimizer):
         if big:
             tensors = [[flat(x) for x in (grads[i], states[i]["exp_avg"], states[i]["exp_avg_sq"],
                                           states[i]["memory_ema_1"], states[i]["memory_ema_2"])] for i in big]
-            sums[big] = torch.stack([sensors(*ts, b1, b2, d1, d2).to(sdt) for ts in tensors])
+            sums[big] = torch.stack([sensors(*ts[:3], b1, b2).to(sdt) for ts in tensors])
         gathered = []
         for idx, bucket in buckets:
             ops = [bucket.gather([grads[i] for i in idx])]
             ops += [bucket.gather([states[i][k] for i in idx]) for k in _STATE_KEYS]
-            sums[idx] = bucket.sums(compiled(_sensor_terms_kernel)(*ops, b1, b2, d1, d2)).T.to(sdt)
+            sums[idx] = bucket.sums(compiled(_sensor_terms_kernel)(*ops[:3], b1, b2)).T.to(sdt)
             gathered.append(ops)
         g_sq, tanh_l1, dots, m_sq, m_abs_sum, sqrt_v_sum = sums.unbind(1)
         ce = group["cosine_eps"]
@@ -625,12 +630,13 @@ class BiostatisV6(BioOptimizer):
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.zeros(len(grads), 2, dtype=sdt, device=dev)
         if big:
-            norms[big] = torch.stack([update(flat(work[i]), *ts, coefs[i].to(work[i].dtype).clone()).to(sdt)
-                                      for i, ts in zip(big, tensors)])
+            norms[big] = torch.stack([update(flat(work[i]), *ts, coefs[i].to(work[i].dtype).clone(), b1, b2, d1, d2)
+                                      .to(sdt) for i, ts in zip(big, tensors)])
             bump_versions([work[i] for i in big] + [states[i][k] for i in big for k in _STATE_KEYS])
         for (idx, bucket), ops in zip(buckets, gathered):
             p_flat = bucket.gather([work[i] for i in idx])
-            sq = compiled(_update_terms_kernel)(p_flat, *ops, bucket.expand(coefs[idx].T.to(p_flat.dtype)))
+            sq = compiled(_update_terms_kernel)(p_flat, *ops, bucket.expand(coefs[idx].T.to(p_flat.dtype)),
+                                                b1, b2, d1, d2)
             if diag_due:
                 norms[idx] = bucket.sums(sq).T.to(sdt)
             bucket.scatter(p_flat, [work[i] for i in idx])
