@@ -62,6 +62,17 @@ def _update_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: f
     return torch.stack([(adam * adam).sum(), (extra * extra).sum()])
 
 
+def _apply_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float) -> None:
+    """`_update_terms` on one tensor without the diagnostics' norms (steps that record none): one loop. With
+    the two sums inductor's CPU code stores the extra part and reads it back in a second loop (~1.8x the time)."""
+    _update_terms(p, g, m, v, M1, M2, c, b1, b2, d1, d2)
+
+
+def _apply_terms_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float) -> None:
+    """`_apply_kernel` with a per-element `c` ([8, n]), for gathered small tensors."""
+    _update_terms(p, g, m, v, M1, M2, c, b1, b2, d1, d2)
+
+
 def _update_terms_kernel(p, g, m, v, M1, M2, c, b1: float, b2: float, d1: float, d2: float):
     """`_update_terms` with a per-element `c` ([8, n]); returns [adam^2, extra^2] per element ([2, n])."""
     adam, extra = _update_terms(p, g, m, v, M1, M2, c, b1, b2, d1, d2)
@@ -578,7 +589,8 @@ class BiostatisV6(BioOptimizer):
 
     def _step_compiled(self, gi, group, work, grads, states) -> None:
         """Two fused torch.compile kernels per tensor (sensors: reads g, m, v; update: moments, memories and
-        parameter, written once); per-tensor scalars on the device.
+        parameter, written once; its norms for the diagnostics only on diagnostics steps); per-tensor scalars
+        on the device.
 
         Tensors below `optim._flat.SMALL_NUMEL` elements (biases, norm weights) skip the per-call cost of a
         compiled kernel each: they are gathered into flat buffers and go through two compiled kernels of the
@@ -629,16 +641,22 @@ class BiostatisV6(BioOptimizer):
         coefs = torch.stack([inv_bc2s, torch.full_like(n_t, eps), extra_scale * mc * w1, extra_scale * mc * w2,
                              extra_scale * gc * a, extra_scale * gc * b, decay, -(step_size * h * e)], dim=1)
         norms = torch.zeros(len(grads), 2, dtype=sdt, device=dev)
-        if big:
+        if big and diag_due:
             norms[big] = torch.stack([update(flat(work[i]), *ts, coefs[i].to(work[i].dtype).clone(), b1, b2, d1, d2)
                                       .to(sdt) for i, ts in zip(big, tensors)])
+        elif big:
+            apply = compiled(_apply_kernel)
+            for i, ts in zip(big, tensors):
+                apply(flat(work[i]), *ts, coefs[i].to(work[i].dtype).clone(), b1, b2, d1, d2)
+        if big:
             bump_versions([work[i] for i in big] + [states[i][k] for i in big for k in _STATE_KEYS])
         for (idx, bucket), ops in zip(buckets, gathered):
             p_flat = bucket.gather([work[i] for i in idx])
-            sq = compiled(_update_terms_kernel)(p_flat, *ops, bucket.expand(coefs[idx].T.to(p_flat.dtype)),
-                                                b1, b2, d1, d2)
+            c_flat = bucket.expand(coefs[idx].T.to(p_flat.dtype))
             if diag_due:
-                norms[idx] = bucket.sums(sq).T.to(sdt)
+                norms[idx] = bucket.sums(compiled(_update_terms_kernel)(p_flat, *ops, c_flat, b1, b2, d1, d2)).T.to(sdt)
+            else:
+                compiled(_apply_terms_kernel)(p_flat, *ops, c_flat, b1, b2, d1, d2)
             bucket.scatter(p_flat, [work[i] for i in idx])
             for k, x in zip(_STATE_KEYS, ops[1:]):
                 bucket.scatter(x, [states[i][k] for i in idx])
