@@ -133,6 +133,8 @@ class BioOptimizer(torch.optim.Optimizer):
 
     _NAME = "optimizer"
     _RUN_KEYS: tuple[str, ...] = ()
+    #: instance attributes left out of copies and pickles (rebuilt when needed)
+    _TRANSIENT: tuple[str, ...] = ("_scratch_bufs",)
 
     def _init_run_state(self) -> None:
         self._diag = Diagnostics()
@@ -148,7 +150,9 @@ class BioOptimizer(torch.optim.Optimizer):
     def __getstate__(self) -> dict[str, Any]:
         # Instance attributes that shadow a method are wrappers an LR scheduler patched in (opt.step); they
         # point at this optimizer, so a copy must not carry them (torch's own __getstate__ drops them too).
-        return {k: v for k, v in self.__dict__.items() if not callable(getattr(type(self), k, None))}
+        # Scratch buffers (`_scratch_bufs`) are reallocated on demand and not worth copying.
+        return {k: v for k, v in self.__dict__.items()
+                if not callable(getattr(type(self), k, None)) and k not in self._TRANSIENT}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)

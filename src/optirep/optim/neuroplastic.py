@@ -75,10 +75,12 @@ def _classic_update(p, g, a, m, v, k):
     return alpha * g + k[7] * p
 
 
-def _classic_kernel(p, g, a, m, v, k):
-    """`_classic_update`: returns u and sum(u^2)."""
+def _classic_kernel(out, p, g, a, m, v, k):
+    """`_classic_update` written into `out` (a buffer reused across steps: a fresh output per call costs more
+    than the arithmetic on CPU); returns sum(u^2)."""
     u = _classic_update(p, g, a, m, v, k)
-    return u, (u * u).sum()
+    out.copy_(u)
+    return (u * u).sum()
 
 
 def _classic_terms_kernel(p, g, a, m, v, k):
@@ -92,9 +94,11 @@ def _gradonly_update(p, g, k):
     return (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
 
 
-def _gradonly_kernel(p, g, k):
+def _gradonly_kernel(out, p, g, k):
+    """`_gradonly_update` written into `out`; returns sum(u^2)."""
     u = _gradonly_update(p, g, k)
-    return u, (u * u).sum()
+    out.copy_(u)
+    return (u * u).sum()
 
 
 def _gradonly_terms_kernel(p, g, k):
@@ -949,6 +953,19 @@ class NeuroPlastic(BioOptimizer):
         clipped = list(over.float().unbind()) if want_diag else []
         return u, scale, sigmas, alphas, clipped
 
+    @torch.compiler.disable
+    def _scratch(self, key: int, grads, idx) -> list[torch.Tensor]:
+        """Flat buffers for the compiled path's u of grads[i], i in idx, kept across steps (one set per group, `key`
+        = id of its first parameter) and not copied with the optimizer; new ones when sizes or dtypes change."""
+        cache = self.__dict__.setdefault("_scratch_bufs", {})
+        if not idx:
+            return []
+        want = [(grads[i].numel(), grads[i].dtype, grads[i].device) for i in idx]
+        bufs = cache.get(key)
+        if bufs is None or [(b.numel(), b.dtype, b.device) for b in bufs] != want:
+            bufs = cache[key] = [torch.empty(n, dtype=dt, device=dev) for n, dt, dev in want]
+        return bufs
+
     def _directions_compiled(self, group, params, labels, want_diag):
         """Classic rule, parameterwise, no controller, no diagnostics: two fused kernels per tensor; tensors under
         `optim._flat.SMALL_NUMEL` elements gathered into flat buffers, through the same arithmetic once."""
@@ -989,21 +1006,24 @@ class NeuroPlastic(BioOptimizer):
                               group["memory_weight"] / dm, amin * one, amax * one, c * one, coupled_wd * one,
                               eps * one], dim=1).to(dt)
             kern, terms = compiled(_classic_kernel), compiled(_classic_terms_kernel)
-            big_out = [kern(flat(params[i]), flat(grads[i]), *[flat(states[i][k]) for k in keys], ks[i].clone())
-                       for i in big]
+            bufs = self._scratch(id(params[0]), grads, big)
+            big_sq = [kern(b, flat(params[i]), flat(grads[i]), *[flat(states[i][k]) for k in keys], ks[i].clone())
+                      for i, b in zip(big, bufs)]
         else:
             dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
             one = torch.ones_like(dg)
             ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
             kern, terms = compiled(_gradonly_kernel), compiled(_gradonly_terms_kernel)
-            big_out = [kern(flat(params[i]), flat(grads[i]), ks[i].clone()) for i in big]
+            bufs = self._scratch(id(params[0]), grads, big)
+            big_sq = [kern(b, flat(params[i]), flat(grads[i]), ks[i].clone()) for i, b in zip(big, bufs)]
             gathered = [[bucket.gather([grads[i] for i in idx])] for idx, bucket in buckets]
         u: list = [None] * n_t
         sq = torch.empty(n_t, dtype=sdt, device=dev)
-        for i, (x, s2) in zip(big, big_out):
-            u[i] = x.view_as(grads[i])
+        for i, b in zip(big, bufs if big else []):
+            u[i] = b.view(grads[i].shape)
         if big:
-            sq[big] = torch.stack([s2.to(sdt) for _, s2 in big_out])
+            bump_versions(bufs)
+            sq[big] = torch.stack([s2.to(sdt) for s2 in big_sq])
         for (idx, bucket), ops in zip(buckets, gathered):
             p_flat = bucket.gather([params[i] for i in idx])
             u_flat, u_sq = terms(p_flat, *ops, bucket.expand(ks[idx].T.contiguous()))
