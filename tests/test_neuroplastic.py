@@ -314,6 +314,7 @@ def test_diagnostics_only_every_diag_every_steps():
     ("neuroplastic", {"warmup_epochs": 2, "weight_decay": 0.05}),
     ("neuroplastic", {"weight_decay": 0.05, "decoupled_weight_decay": True}),
     ("neuroplastic_gradonly", {"weight_decay": 0.01}),
+    ("neuroplastic_gradonly", {}),
 ])
 @pytest.mark.parametrize("small_numel", [0, 20, None])
 def test_compiled_classic_path_matches_reference_in_float64(name, hp, small_numel, monkeypatch):

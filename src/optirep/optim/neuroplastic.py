@@ -65,14 +65,14 @@ def _trace_terms_kernel(g, a, m, v, eps: float):
 
 def _classic_update(p, g, a, m, v, k):
     """u = alpha g (+ wd p) for the classic rule, with k = [1/dg, wa/da, wg/dg, wm/dm, amin, amax, c, wd, eps]
-    ([9], or [9, n] per element)."""
+    ([9], or [9, n] per element); p None: no weight-decay term (not read: one array less per step)."""
     absg = g.abs()
     G = absg * k[0]
     alpha_g = G.clamp(k[4], k[5])
     ratio = m.abs() / (v.sqrt() + k[8])
     fused = ratio * k[3] + a * k[1] + absg * k[2]
     alpha = torch.lerp(alpha_g, fused.clamp(k[4], k[5]), k[6])
-    return alpha * g + k[7] * p
+    return alpha * g if p is None else alpha * g + k[7] * p
 
 
 def _classic_kernel(out, p, g, a, m, v, k):
@@ -90,8 +90,10 @@ def _classic_terms_kernel(p, g, a, m, v, k):
 
 
 def _gradonly_update(p, g, k):
-    """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd] ([4] or [4, n])."""
-    return (g.abs() * k[0]).clamp(k[1], k[2]) * g + k[3] * p
+    """u = clamp(|g| / dg) g (+ wd p) for the gradient-only ablation, k = [1/dg, amin, amax, wd] ([4] or [4, n]);
+    p None: no weight-decay term."""
+    u = (g.abs() * k[0]).clamp(k[1], k[2]) * g
+    return u if p is None else u + k[3] * p
 
 
 def _gradonly_kernel(out, p, g, k):
@@ -985,6 +987,9 @@ class NeuroPlastic(BioOptimizer):
         n_t = len(grads)
         keys = ("activity", "momentum", "variance")
 
+        def wd_p(i):  # the parameter where the update reads it (coupled weight decay), else None
+            return flat(params[i]) if coupled_wd != 0.0 else None
+
         if group["mode"] == "rule_based":
             sums = torch.empty(n_t, 3, dtype=sdt, device=dev)
             if big:
@@ -1007,7 +1012,7 @@ class NeuroPlastic(BioOptimizer):
                               eps * one], dim=1).to(dt)
             kern, terms = compiled(_classic_kernel), compiled(_classic_terms_kernel)
             bufs = self._scratch(id(params[0]), grads, big)
-            big_sq = [kern(b, flat(params[i]), flat(grads[i]), *[flat(states[i][k]) for k in keys], ks[i].clone())
+            big_sq = [kern(b, wd_p(i), flat(grads[i]), *[flat(states[i][k]) for k in keys], ks[i].clone())
                       for i, b in zip(big, bufs)]
         else:
             dg = torch.stack([g.abs().sum().to(sdt) for g in grads]) / numel + eps
@@ -1015,7 +1020,7 @@ class NeuroPlastic(BioOptimizer):
             ks = torch.stack([1 / dg, amin * one, amax * one, coupled_wd * one], dim=1).to(dt)
             kern, terms = compiled(_gradonly_kernel), compiled(_gradonly_terms_kernel)
             bufs = self._scratch(id(params[0]), grads, big)
-            big_sq = [kern(b, flat(params[i]), flat(grads[i]), ks[i].clone()) for i, b in zip(big, bufs)]
+            big_sq = [kern(b, wd_p(i), flat(grads[i]), ks[i].clone()) for i, b in zip(big, bufs)]
             gathered = [[bucket.gather([grads[i] for i in idx])] for idx, bucket in buckets]
         u: list = [None] * n_t
         sq = torch.empty(n_t, dtype=sdt, device=dev)
@@ -1025,7 +1030,7 @@ class NeuroPlastic(BioOptimizer):
             bump_versions(bufs)
             sq[big] = torch.stack([s2.to(sdt) for s2 in big_sq])
         for (idx, bucket), ops in zip(buckets, gathered):
-            p_flat = bucket.gather([params[i] for i in idx])
+            p_flat = bucket.gather([params[i] for i in idx]) if coupled_wd != 0.0 else None
             u_flat, u_sq = terms(p_flat, *ops, bucket.expand(ks[idx].T.contiguous()))
             sq[idx] = bucket.sums(u_sq[None])[0].to(sdt)
             for i, x in zip(idx, bucket.split(u_flat, [grads[i] for i in idx])):
