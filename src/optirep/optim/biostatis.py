@@ -195,9 +195,11 @@ class BiostatisV6(BioOptimizer):
             False = the single-tensor reference loop (ground truth).
         compile: with foreach not False, run each tensor through two torch.compile'd fused kernels
             instead of ~25 foreach passes: True, False, or "auto" (default: compiled for param groups of
-            at least 2^20 elements where torch.compile works, else foreach). About AdamW's step time,
-            but the first step compiles (~30 s on a 2-core CPU with a cold cache, ~8 s warm; the cache
-            is on disk, so later processes pay the warm cost).
+            at least 2^20 elements where torch.compile works, else foreach). Tensors under 2^14 elements
+            (`optim._flat.SMALL_NUMEL`: biases, norm weights) go through the kernels together, gathered
+            into flat buffers. Step time: `benchmarks/optim_step.py`. The first step compiles (tens of
+            seconds on a 2-core CPU with a cold cache; the cache is on disk, so later processes pay only
+            the tracing, a few seconds).
     """
 
     def __init__(

@@ -260,7 +260,10 @@ class NeuroPlastic(BioOptimizer):
             ablation_grad_only, parameterwise, no LR controller) that record no diagnostics run each
             tensor through torch.compile'd fused kernels instead of ~20 foreach passes; "auto" does so
             for param groups of at least 2^20 elements where torch.compile works. Other settings and
-            diagnostic steps use the foreach path (equal to rounding).
+            diagnostic steps use the foreach path (equal to rounding). Tensors under 2^14 elements
+            (`optim._flat.SMALL_NUMEL`) go through the kernels together, gathered into flat buffers; the
+            update direction u of the larger ones is written into buffers kept across steps (one
+            parameter's worth of memory, not saved in state_dict).
     """
 
     def __init__(
