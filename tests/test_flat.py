@@ -75,6 +75,27 @@ def test_compiled_kernels_compile_once_for_params_of_every_rank(name, monkeypatc
         assert all(p._version > v for p, v in zip(params, versions))
 
 
+def test_v6_diagnostics_kernels_compile_in_the_first_step(monkeypatch):
+    """The update kernels with the diagnostics' norms run every diag_every steps; they compile in step 1
+    (excluded from timing), not in step diag_every."""
+    from optirep.optim import biostatis
+
+    monkeypatch.setattr(biostatis, "_WARMED", set())
+    monkeypatch.setattr(_flat, "SMALL_NUMEL", 100)  # the 5120-element weight per tensor, the bias gathered
+    torch._dynamo.reset()
+    g = torch.Generator().manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s, generator=g) * 0.1) for s in [(80, 64), (8,)]]
+    opt = optim.build("biostatis_v6", params, compile=True, diag_every=3)
+    for p in params:
+        p.grad = torch.randn(p.shape, generator=g) * 1e-2
+    opt.step()
+    after_first = counters["stats"]["unique_graphs"]
+    for _ in range(5):  # steps 3 and 6 record the extra-term share
+        opt.step()
+    assert counters["stats"]["unique_graphs"] == after_first
+    assert "extra_share" in opt.diagnostics()
+
+
 def test_compile_cache_dir_respects_the_users_choice(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
     assert compile_cache_dir() == str(tmp_path / "mine")
