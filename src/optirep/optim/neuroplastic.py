@@ -104,6 +104,7 @@ def _gradonly_kernel(out, p, g, k):
 
 
 def _gradonly_terms_kernel(p, g, k):
+    """`_gradonly_update` with per-element k ([4, n]): returns u and u^2 per element."""
     u = _gradonly_update(p, g, k)
     return u, u * u
 
