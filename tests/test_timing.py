@@ -138,6 +138,15 @@ def test_timing_entries_are_checked_like_any_hp_before_any_data_is_loaded(tmp_pa
     assert not out.exists()
 
 
+def test_a_variant_the_optimizer_itself_refuses_is_named(tmp_path):
+    out = tmp_path / "x.json"
+    with pytest.raises(config.ConfigError, match=r"'adamw\[fused=true, foreach=true\]': the optimizer adamw refuses "
+                                                 r"these hyperparameters \(.*fused.*foreach"):
+        cli.COMMANDS["timing"](["--experiment", str(ROOT / "experiments" / "smoke.yaml"), "--task", "mnist1d_all",
+                                "--optimizers", "adamw", "adamw[fused=true, foreach=true]", "--out", str(out)])
+    assert not out.exists()
+
+
 def test_timing_record_of_variants_names_the_overrides_and_the_code_path(tmp_path):
     out = tmp_path / "v.json"
     entries = ["adamw", "adamw[fused=true]", "biostatis_v6", "biostatis_v6[foreach=false]"]
