@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from optirep import config as optirep_config
+from optirep import timing as optirep_timing
 from optirep import tuning as optirep_tuning
 from optirep.data.sources import SOURCES
 
@@ -130,10 +131,13 @@ for _exp, _tasks in TIMING.items():
         if _task not in EXPS[_exp]["tasks"]:
             raise ValueError(f"workflow config timing.{_exp}.{_task}: no task {_task!r} in {_exp} "
                              f"(allowed: {', '.join(EXPS[_exp]['tasks'])})")
-        _missing = [l for l in _spec["optimizers"] if l not in EXPS[_exp]["tasks"][_task]["optimizers"]]
-        if _missing:
-            raise ValueError(f"workflow config timing.{_exp}.{_task}.optimizers: {_missing} are not optimizers "
-                             f"of the task (allowed: {', '.join(EXPS[_exp]['tasks'][_task]['optimizers'])})")
+        # an entry is a label of the task or a variant label[key=value,...] (optirep.config.check_variant:
+        # the label must be the task's, each key a hyperparameter its optimizer class takes)
+        try:
+            optirep_timing.check_entries(EXPS[_exp], _task, _spec["optimizers"],
+                                         f"workflow config timing.{_exp}.{_task}.optimizers")
+        except optirep_config.ConfigError as _exc:
+            raise ValueError(str(_exc)) from None
 
 
 def timings(exp):
@@ -143,7 +147,8 @@ def timings(exp):
 
 def timing_args(w):
     spec = TIMING[w.exp][w.task]
-    return (f"--optimizers {' '.join(spec['optimizers'])} --repeats {spec.get('repeats', 30)}"
+    # variants hold [ ] (a shell glob) and may hold spaces: each entry is quoted
+    return (f"--optimizers {' '.join(map(shlex.quote, spec['optimizers']))} --repeats {spec.get('repeats', 30)}"
             f" --warmup {spec.get('warmup', 5)}")
 
 

@@ -14,6 +14,7 @@ with cache: false), one stage per table and figure of each experiment, calling t
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -43,7 +44,9 @@ def studies() -> list[dict]:
         data = " ".join(f"--{k.replace('_', '-')} {cfg[k]}" for k in ("data_root", "mirror") if cfg.get(k))
         files = {d["name"]: f for f, d in zip(cfg["experiments"], docs)}
         timing = {f"{e}-{t}": {"exp_file": files[e], "exp": e, "task": t, "data": data,
-                               "optimizers": " ".join(spec["optimizers"]), "repeats": spec.get("repeats", 30),
+                               # a variant label[key=value] holds a shell glob: quoted as rules/common.smk does
+                               "optimizers": " ".join(map(shlex.quote, spec["optimizers"])),
+                               "repeats": spec.get("repeats", 30),
                                "warmup": spec.get("warmup", 5)}
                   for e, tasks in (cfg.get("timing") or {}).items() for t, spec in tasks.items()}
         # results/<exp>/tune exists only for experiments with a tuned label

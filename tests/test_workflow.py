@@ -140,7 +140,9 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     claims = json.loads((smoke / "claims.json").read_text())
     assert len(claims["claims"]) == sum(claims["counts"].values()) > 0
     timing = json.loads((smoke / "timing" / "mnist1d_all.json").read_text())  # the timing stage, in miniature
-    assert timing["labels"] == ["adamw", "biostatis_v6"] and timing["repeats"] == 5
+    assert timing["labels"] == ["adamw", "adamw[fused=true]", "biostatis_v6", "biostatis_v6[foreach=false]"]
+    assert [r["code_path"] for r in timing["per_label"].values()] == ["for-loop", "fused", "foreach", "reference"]
+    assert timing["repeats"] == 5
     numbers = (smoke / "paper" / "generated" / "numbers.tex").read_text()
     assert "\\newcommand" in numbers
     if latex:
@@ -156,6 +158,12 @@ def test_smoke_dag_to_pdf_and_dvc_repro_of_one_table(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert table.exists() and "\\begin{table}" in table.read_text()
     assert other.stat().st_mtime_ns == stamp
+    # the DVC timing stage passes the variant entries through the shell intact (quoted: `[` is a glob)
+    (repo / "adamwf").touch()  # would match the glob adamw[fused=true] if it were unquoted
+    (smoke / "timing" / "mnist1d_all.json").unlink()
+    res = run(["dvc", "repro", "--single-item", "timing@smoke-mnist1d_all"], repo, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert json.loads((smoke / "timing" / "mnist1d_all.json").read_text())["labels"] == timing["labels"]
 
 
 def test_dvc_yaml_is_generated_from_the_workflow_configs():

@@ -241,6 +241,99 @@ def request_run(cfg: dict, task: str, label: str, seed: int, overrides: list[str
     return run
 
 
+# ----------------------------------------------------------------------------- label variants
+#: `label` or `label[key=value,...]`: a task's optimizer label, optionally with optimizer hyperparameters
+#: overridden (the timing stage's arms, e.g. `adamw_published[fused=true]`, `biostatis_v6[foreach=false]`).
+VARIANT_RE = re.compile(r"^\s*([a-z0-9_]+)\s*(?:\[(.*)\])?\s*$", re.S)
+_HP_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+VARIANT_EXAMPLE = "label or label[key=value,...], e.g. adamw_published[fused=true]"
+
+
+def _split_top(text: str) -> list[str]:
+    """Split at the commas outside [...] / {...} (a value may be a YAML flow list: betas=[0.9, 0.99])."""
+    parts, depth, cur = [], 0, []
+    for ch in text:
+        if ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur))
+    return parts
+
+
+def parse_variant(entry: Any, where: str = "optimizers") -> tuple[str, dict[str, Any]]:
+    """`label[key=value,...]` -> (label, {key: value}); a plain label -> (label, {}).
+
+    Values are YAML (load_yaml: `true`, `1e-3`, `[0.9, 0.99]`). Raises ConfigError naming `where`, the
+    entry and what is wrong (not a label, empty brackets, a part without `=`, a bad or repeated key, a
+    value that is not YAML or is empty). Pure string work: no registry, no torch.
+    """
+    m = VARIANT_RE.match(entry) if isinstance(entry, str) else None
+    if m is None:
+        raise ConfigError(f"{where}: {entry!r} is not an optimizer label entry (expected {VARIANT_EXAMPLE})")
+    label, inner = m.group(1), m.group(2)
+    hp: dict[str, Any] = {}
+    if inner is None:
+        return label, hp
+    if not inner.strip():
+        raise ConfigError(f"{where}: {entry!r}: empty [] (expected {VARIANT_EXAMPLE}, or the plain label)")
+    for part in _split_top(inner):
+        key, eq, raw = part.partition("=")
+        key = key.strip()
+        if not eq or not _HP_KEY_RE.match(key):
+            raise ConfigError(f"{where}: {entry!r}: {part.strip()!r} is not key=value (expected {VARIANT_EXAMPLE})")
+        if key in hp:
+            raise ConfigError(f"{where}: {entry!r}: hyperparameter {key!r} given twice")
+        if not raw.strip():
+            raise ConfigError(f"{where}: {entry!r}: hyperparameter {key!r} has no value")
+        try:
+            hp[key] = load_yaml(raw)
+        except yaml.YAMLError as exc:
+            why = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{where}: {entry!r}: the value of {key!r} is not valid YAML ({why})") from None
+    return label, hp
+
+
+def variant_label(entry: Any, where: str = "optimizers") -> str:
+    """The task's optimizer label of an entry (`adamw[fused=true]` -> `adamw`); ConfigError if malformed."""
+    return parse_variant(entry, where)[0]
+
+
+def check_variant(cfg: dict, task: str, entry: str, source: str = "<experiment>") -> tuple[str, dict[str, Any]]:
+    """Parse `entry` and check it against experiment `cfg`: its label is one of `task`'s optimizers and each
+    override is a hyperparameter the label's optimizer class accepts, of an allowed type and range
+    (runio.check_hp). Returns (label, overrides); raises ConfigError naming the entry, the key and the
+    allowed names.
+    """
+    from optirep import optim
+    from optirep.runio import check_hp
+
+    label, hp = parse_variant(entry, source)
+    if task not in cfg["tasks"]:
+        raise ConfigError(f"{source}: unknown task {task!r} (allowed values: {', '.join(cfg['tasks'])})")
+    allowed_labels = cfg["tasks"][task]["optimizers"]
+    if label not in allowed_labels:
+        what = f" (in {entry!r})" if hp else ""
+        raise ConfigError(f"{source}: task {task!r} has no optimizer {label!r}{what} "
+                          f"(allowed values: {', '.join(allowed_labels)})")
+    name = cfg["optimizers"][label]["name"]
+    allowed = _hp_names(optim.spec(name).cls)
+    for key in hp:
+        if key not in allowed:
+            raise ConfigError(f"{source}: {entry!r}: unknown hyperparameter {key!r} for {label} ({name}) "
+                              f"(allowed: {', '.join(sorted(allowed))})")
+    try:
+        check_hp(name, hp)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {entry!r}: {exc}") from None
+    return label, hp
+
+
 def class_defaults(cls: type) -> dict[str, Any]:
     """Every keyword of `cls.__init__` with a default (except params), as JSON-ready values.
 

@@ -347,6 +347,9 @@ def check_hp(name: str, hp: dict) -> None:
     for key, value in hp.items():
         default = params[key].default
         _check_value(f"optimizer.hp.{key}", value, 0.0 if key == "lr" else default)
+        # torch's code-path switches default to None ("torch picks"); a string would be read as truthy
+        if key in ("foreach", "fused") and value is not None and not isinstance(value, bool):
+            raise ConfigError(f"optimizer.hp.{key}: {value!r} is not allowed (allowed values: true, false, null)")
     lr = hp.get("lr", params["lr"].default if "lr" in params else None)
     if _is_number(lr) and not lr > 0:
         raise ConfigError(f"optimizer.hp.lr: {lr!r} is not allowed (allowed: a finite number > 0)")

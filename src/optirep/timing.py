@@ -1,7 +1,9 @@
 """The timing stage: per-step cost of a task's optimizers, interleaved in one process (what timing claims use).
 
-    optirep timing --experiment experiments/cpu_vision.yaml --task resnet18_digits \
-        --optimizers adamw biostatis_v6 --out results/cpu_vision/timing/resnet18_digits.json [--repeats 30] [--warmup 5]
+    optirep timing --experiment experiments/cpu_vision_fmnist.yaml --task resnet18_fmnist32 \
+        --optimizers adamw_published 'adamw_published[fused=true]' biostatis_v6_published \
+                     'biostatis_v6_published[foreach=false]' \
+        --out results/cpu_vision_fmnist/timing/resnet18_fmnist32.json [--repeats 30] [--warmup 5]
 
 The workflow runs it for every (experiment, task) under its config's `timing:` key (Snakemake rule `timing`,
 DVC stage `timing@<exp>-<task>`).
@@ -10,10 +12,18 @@ The training runs' `time_per_step_s` cannot carry a claim of "+23-67% time": eac
 (other jobs share the machine, the compile and allocator warm-up differ), and runs of two labels may come
 from different commits. This stage measures instead, in one process and one commit:
 
-* every label of `--optimizers` (the first is the baseline) gets its own
-  model from the same initial weights (seed = the experiment's first seed) and its optimizer built from the
-  label's declared hyperparameters (a tuned label's search result is not needed: the cost of a step does
-  not depend on the values of lr or weight decay);
+* every entry of `--optimizers` (an *arm*; the first is the baseline) gets its own model from the same
+  initial weights (seed = the experiment's first seed) and its optimizer built from the label's declared
+  hyperparameters (a tuned label's search result is not needed: the cost of a step does not depend on the
+  values of lr or weight decay);
+* an entry may be a *variant* `label[key=value,...]` (values are YAML: `adamw_published[fused=true]`,
+  `biostatis_v6_published[foreach=false]`): the label's run with those optimizer hyperparameters
+  overridden, checked like any hp (a key the optimizer class does not take is an error naming the entry,
+  the key and the allowed names). This is how one label is timed on several code paths: torch's AdamW at
+  its default path (the for-loop on CPU, foreach on CUDA: what a seed script ran) and `fused=True` (torch's
+  fastest), optirep's bio optimizers at their default fast path (compile="auto") and on the reference
+  per-parameter loop (`foreach=False`: the seed's own code). Timing claims use both pairs: the seed's code
+  paths for question (a), the fastest path of each for question (b) (experiments/claims.yaml);
 * the labels take turns one training step at a time (batch, forward, backward, [clip,] `optimizer.step()`,
   the training loop's exact step), in the order A B, B A, A B, ... so that load drifting during the
   measurement hits both alike; every label sees the same batch at the same repeat;
@@ -25,6 +35,7 @@ from different commits. This stage measures instead, in one process and one comm
   the record says so), and per label the median and interval of the per-round paired ratio to the baseline;
 * the record names the code path of each optimizer (optirep.optim.paths.code_path: fused / foreach /
   compiled / for-loop / reference), the hardware (device name, threads), torch version and git commit.
+  `per_label` is keyed by the entry as given (the variant string), each with its `label` and `overrides`.
 
 Output: one JSON file per task (written atomically). Reported, never asserted.
 """
@@ -88,20 +99,26 @@ def _hardware(device) -> dict[str, Any]:
 
 
 class _Contender:
-    """One label: its model, optimizer and the training loop's step."""
+    """One arm (a label or a label variant): its model, optimizer and the training loop's step."""
 
-    def __init__(self, run: dict, objective, splits, device, seed: int):
+    def __init__(self, entry: str, overrides: dict, run: dict, objective, splits, device, seed: int,
+                 source: str = "<experiment>"):
         import torch
 
         from optirep import optim
+        from optirep.config import ConfigError
         from optirep.train import build_model
 
-        self.label, self.run = run["label"], run
+        self.label, self.overrides, self.run = entry, overrides, run
         torch.manual_seed(seed)
         self.model = build_model(run["task"], splits, device)
         self.model.train()
         o = run["optimizer"]
-        self.opt = optim.build(o["name"], self.model.parameters(), **o["hp"])
+        try:
+            self.opt = optim.build(o["name"], self.model.parameters(), **o["hp"])
+        except (ValueError, RuntimeError, TypeError) as exc:  # e.g. torch: fused=True with foreach=True
+            raise ConfigError(f"{source}: {entry!r}: the optimizer {o['name']} refuses these hyperparameters "
+                              f"({exc})") from None
         self.closure_opt = bool(o.get("closure"))
         self.objective, self.device, self.task = objective, device, run["task"]
         self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bool(self.task.get("bf16")))
@@ -145,10 +162,32 @@ class _Contender:
         return t2 - t0, t2 - t1
 
 
+def check_entries(cfg: dict, task: str, entries: list[str], source: str = "<experiment>") -> list[tuple[str, dict]]:
+    """(label, overrides) of each `--optimizers` entry (config.check_variant), refusing fewer than two
+    entries and two entries that name the same arm (`adamw` twice, or `a[x=1,y=2]` and `a[y=2, x=1]`)."""
+    from optirep import config
+
+    if len(entries) < 2:
+        raise config.ConfigError(f"{source}: timing of task {task!r} needs at least two optimizer labels "
+                                 f"(the baseline first), got {list(entries)}")
+    parsed = [config.check_variant(cfg, task, e, source) for e in entries]
+    for i, p in enumerate(parsed):
+        for j in range(i):
+            if parsed[j] == p:
+                raise config.ConfigError(f"{source}: entries {entries[j]!r} and {entries[i]!r} are the same arm "
+                                         f"(label and hyperparameters); give each once")
+    return parsed
+
+
 def measure(cfg: dict, task: str, labels: list[str], repeats: int, warmup: int, overrides: list[str] = (),
             data_root: str | None = None, mirror: str | None = None, source: str = "<experiment>",
             quiet: bool = False) -> dict[str, Any]:
-    """Interleaved timing of `labels` (the first is the baseline) on `task`; the record as a dict."""
+    """Interleaved timing of `labels` (the first is the baseline) on `task`; the record as a dict.
+
+    Each entry of `labels` is a label of the task or a variant `label[key=value,...]` (config.parse_variant):
+    the label's run with those optimizer hyperparameters overridden. Raises ConfigError (naming the entry,
+    the key and the allowed values) before any data is loaded when an entry is not valid.
+    """
     import torch
 
     from optirep import config
@@ -156,18 +195,19 @@ def measure(cfg: dict, task: str, labels: list[str], repeats: int, warmup: int, 
     from optirep.optim.paths import code_path
     from optirep.train import OBJECTIVES, git_sha, pick_device, versions
 
-    if len(labels) < 2:
-        raise config.ConfigError(f"{source}: timing of task {task!r} needs at least two optimizer labels "
-                                 f"(the baseline first), got {labels}")
+    labels = list(labels)
+    parsed = check_entries(cfg, task, labels, source)
     seed = cfg["seeds"][0]
-    runs = [config.resolve_run(cfg, task, label, seed, list(overrides), source=source) for label in labels]
+    runs = [config.resolve_run(cfg, task, label, seed, list(overrides), hp_override=hp or None, source=source)
+            for label, hp in parsed]
     t = runs[0]["task"]
     if runs[0].get("threads"):
         torch.set_num_threads(int(runs[0]["threads"]))
     device = pick_device(runs[0]["device"])
     splits = datalib.load(t["dataset"], root=data_root, mirror=mirror, seed=seed, **t.get("data_args", {}))
     objective = OBJECTIVES[t["objective"]](copy.deepcopy(t), splits, device, seed)
-    contenders = [_Contender(r, objective, splits, device, seed) for r in runs]
+    contenders = [_Contender(e, hp, r, objective, splits, device, seed, source)
+                  for e, (_, hp), r in zip(labels, parsed, runs)]
 
     warm: dict[str, list[float]] = {c.label: [] for c in contenders}
     for r in range(warmup + repeats):
@@ -188,6 +228,7 @@ def measure(cfg: dict, task: str, labels: list[str], repeats: int, warmup: int, 
     per_label = {}
     for c in contenders:
         per_label[c.label] = {
+            "label": c.run["label"], "overrides": c.overrides,
             "optimizer": c.run["optimizer"]["name"], "hp": c.run["optimizer"]["resolved_hp"],
             "code_path": paths[c.label], "opt_step_includes_closure": c.closure_opt,
             "step_s": median_interval(c.step_s), "opt_step_s": median_interval(c.opt_step_s),
@@ -233,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True, type=Path, help="the JSON record to write")
     p.add_argument("--optimizers", nargs="+", required=True, metavar="LABEL",
-                   help="optimizer labels of the task to time, the baseline first (at least two)")
+                   help="optimizer labels of the task to time, the baseline first (at least two); an entry "
+                        "label[key=value,...] is that label with optimizer hyperparameters overridden, e.g. "
+                        "'adamw[fused=true]' (quote it for the shell)")
     p.add_argument("--repeats", type=int, default=30,
                    help=f"timed rounds (default 30; a record carries a claim from {MIN_REPEATS_FOR_CLAIM} on)")
     p.add_argument("--warmup", type=int, default=5, help="untimed rounds first (default 5)")
@@ -246,9 +289,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if a.repeats < 1 or a.warmup < 0:
         p.error(f"--repeats must be >= 1 and --warmup >= 0 (got {a.repeats}, {a.warmup})")
-    if len(set(a.optimizers)) != len(a.optimizers):
-        p.error(f"--optimizers: a label given twice ({' '.join(a.optimizers)})")
     cfg = config.load_experiment(a.experiment)
+    check_entries(cfg, a.task, a.optimizers, a.experiment)  # before loading any data
     rec = measure(cfg, a.task, a.optimizers, a.repeats, a.warmup, a.set, a.data_root, a.mirror, a.experiment,
                   a.quiet)
     a.out.parent.mkdir(parents=True, exist_ok=True)

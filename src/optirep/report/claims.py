@@ -81,6 +81,7 @@ import numpy as np
 import yaml
 
 from optirep.analysis import stats as S
+from optirep.config import ConfigError, parse_variant
 from optirep.report._io import as_float, read_json, write_json
 from optirep.report.aggregate import run_failures
 
@@ -236,6 +237,7 @@ def validate_claims(doc: Any, source: str = "claims.yaml") -> dict:
                     problems.append(f"  claim {c['id']}: derived_from names unknown claim {ref!r}")
                 elif ref == c["id"]:
                     problems.append(f"  claim {c['id']}: derived_from names itself")
+            problems += _label_problems(c)
             if "test" not in c and "full_scale" not in c:
                 for k in _MEASURED_ONLY:
                     if k in c:
@@ -257,6 +259,28 @@ def validate_claims(doc: Any, source: str = "claims.yaml") -> dict:
     if problems:
         raise ClaimsError(f"{source}: invalid claims file:\n" + "\n".join(problems))
     return doc
+
+
+def _label_problems(c: dict) -> list[str]:
+    """Each comparison's method / baseline must be a label or a variant `label[key=value,...]`
+    (config.parse_variant), and a variant only where the comparison reads the timing stage's record
+    (`source: timing`, given or inherited from `test`): the aggregates hold plain labels only."""
+    blocks = [(k, c[k]) for k in ("test", "full_scale") if c.get(k)]
+    blocks += [(k, _spec(c["test"], c[k]) if c.get("test") else c[k]) for k in ("replication", "attribution", "lr_control")
+               if c.get(k)]
+    out = []
+    for key, block in blocks:
+        for role in ("method", "baseline"):
+            where = f"claim {c['id']} ({key}.{role})"
+            try:
+                _, hp = parse_variant(block.get(role), where)
+            except ConfigError as exc:
+                out.append(f"  {exc}")
+                continue
+            if hp and block.get("source", "aggregate") != "timing":
+                out.append(f"  {where}: the label variant {block[role]!r} exists only in a timing record; it needs "
+                           f"source: timing (allowed in an aggregate comparison: the plain label)")
+    return out
 
 
 def load_claims(path: str | Path) -> dict:
@@ -332,21 +356,42 @@ def _arm_from_timing(results_root: Path, spec: dict, role: str, cache: dict) -> 
     if key is None:
         return {"missing": f"metric {spec['metric']!r} is not in a timing record (allowed: {', '.join(TIMING_METRICS)})"}
     label = spec[role]
-    if label not in rec["per_label"]:
+    key_of = _timing_key(rec, label)
+    if key_of is None:
         return {"missing": f"{role} label {label!r} not in {path} (labels: {', '.join(rec['per_label'])})"}
     if not rec.get("enough_for_claim", False):
         return {"missing": f"{path}: {rec.get('repeats')} timed repeats, fewer than the "
                            f"{rec.get('min_repeats_for_claim')} a timing claim needs"}
-    info = rec["per_label"][label]
+    info = rec["per_label"][key_of]
     values = [float(x) for x in info[key]]
     rounds = list(range(len(values)))
     prov = [{"seed": r, "git_sha": rec.get("git_sha"), "code_path": info.get("code_path")} for r in rounds]
     agg = {"scale": rec.get("scale"), "metric": spec["metric"], "higher_is_better": False, "gate_passed": True,
-           "gate": None, "seeds": rounds, "per_label": {lab: {"n_diverged": 0} for lab in rec["per_label"]},
+           "gate": None, "seeds": rounds, "per_label": {lab: {"n_diverged": 0} for lab in [*rec["per_label"], label]},
            "timing_hardware": rec.get("hardware")}
     return {"values": values, "seeds": rounds, "failure_reasons": [None] * len(values), "per_run": True,
             "failed": [False] * len(values), "tuned": False, "n_trials": 0, "hp": info.get("hp"),
             "provenance": prov, "path": str(path), "agg": agg}
+
+
+def _arm_id(entry: str, info: dict | None = None) -> tuple | None:
+    """(label, overrides) of a timing arm: from the record's own fields where it has them, else parsed."""
+    if info and "label" in info:
+        return info["label"], info.get("overrides") or {}
+    try:
+        return parse_variant(entry)
+    except ConfigError:
+        return None
+
+
+def _timing_key(rec: dict, label: str) -> str | None:
+    """The record's `per_label` key of a claim's label or variant (`adamw[fused=true]`): the same string, or
+    the entry with the same label and overrides however it was spelt (`adamw[ fused = true ]`)."""
+    if label in rec["per_label"]:
+        return label
+    want = _arm_id(label)
+    hits = [k for k, info in rec["per_label"].items() if want is not None and _arm_id(k, info) == want]
+    return hits[0] if hits else None
 
 
 #: Record sources a comparison can read (`source:` in claims.yaml); each maps (results root, spec, role,

@@ -245,8 +245,10 @@ def _verdict_tex(v: str | None, bold: bool = False) -> str:
 
 
 def _breakable(label: Any) -> str:
-    """An escaped label that may break after its underscores (long labels in narrow columns)."""
-    return escape(label).replace(r"\_", r"\_\allowbreak{}")
+    """An escaped label that may break after its underscores, and a variant `label[key=value,...]` also
+    after its `[` and commas (long labels in narrow columns)."""
+    out = escape(label).replace(r"\_", r"\_\allowbreak{}")
+    return out.replace("[", r"[\allowbreak{}").replace(",", r",\allowbreak{}")
 
 
 def _breakable_path(text: Any) -> str:
@@ -324,8 +326,9 @@ def _question_text(name: str, q: dict) -> str:
     """One question's measurement, verdict and reason, as a sentence."""
     if "n_method" not in q:
         return rf"{escape(name)}: \emph{{{escape(q.get('verdict'))}}} ({_s(q.get('why'))})."
-    text = (rf"{escape(name)} (\texttt{{{escape(q['method'])}}} vs \texttt{{{escape(q['baseline'])}}} on "
-            rf"{escape(q['experiment'])}/{escape(q['task'])}, {escape(q['metric'])}; {escape(q.get('tuning'))}): "
+    note = rf"; {_s(q['note'])}" if q.get("note") else ""
+    text = (rf"{escape(name)} (\texttt{{{_breakable(q['method'])}}} vs \texttt{{{_breakable(q['baseline'])}}} on "
+            rf"{escape(q['experiment'])}/{escape(q['task'])}, {escape(q['metric'])}; {escape(q.get('tuning'))}{note}): "
             rf"{_ours(q)}; effect {escape(ct.effect_text(q))} ({escape(ct.target_text(q))}; {escape(ct.stats_text(q))}); "
             rf"verdict \textbf{{{escape(q['verdict'])}}} ({_s(q.get('why'))}).")
     fails = (q.get("method_failures") or []) + (q.get("baseline_failures") or [])
