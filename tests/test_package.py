@@ -182,6 +182,26 @@ def test_commit_of_an_installed_copy_comes_from_its_install_record(tmp_path):
     assert provenance.git_sha(dir_site / "optirep", path=[str(dir_site)]) == "unknown"
 
 
+def test_checkout_is_dirty_for_changed_code_not_for_pipeline_outputs(tmp_path):
+    """Snakemake deletes a tracked output (a timing record, an aggregate) before its job runs: the job's
+    commit must not read '-dirty' for that, but must for a changed source file."""
+    repo = tmp_path / "repo"
+    for rel in ("pyproject.toml", "src/optirep/__init__.py", "results/x/aggregate/t.json", "README.md"):
+        (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+        (repo / rel).write_text("0\n")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
+    subprocess.run([*git, "commit", "-qm", "c"], cwd=repo, check=True)
+    sha = provenance.checkout_commit(repo)
+    assert sha is not None and not sha.endswith("-dirty")
+    (repo / "results/x/aggregate/t.json").unlink()
+    (repo / "README.md").write_text("1\n")
+    assert provenance.checkout_commit(repo) == sha
+    (repo / "src/optirep/__init__.py").write_text("1\n")
+    assert provenance.checkout_commit(repo) == sha + "-dirty"
+
+
 def test_resume_loads_the_checkpoint_weights_only(tmp_path, monkeypatch):
     calls = []
     real = torch.load

@@ -4,7 +4,9 @@
     git_sha()      # '3f2c...'; '3f2c...-dirty' with uncommitted changes; 'unknown' if neither source has one
 
 A source checkout (`src/optirep` beside a `pyproject.toml`, as in the repository and an editable
-install) answers with `git rev-parse HEAD`, marked `-dirty` when tracked files differ from it. An
+install) answers with `git rev-parse HEAD`, marked `-dirty` when tracked files differ from it, except the
+pipeline's own outputs (`OUTPUT_PATHS`: results/, the paper, the README, dvc.lock), which the workflow rewrites
+while it runs (Snakemake deletes an output before its job starts) and which no run reads as code. An
 installed copy (`pip install git+https://...@<ref>`) has no `.git`: pip writes the commit it built
 into the distribution's `direct_url.json` (PEP 610, `vcs_info.commit_id`), and that is used. Git is
 never asked about an installed copy: the directory around a site-packages may be some other
@@ -20,6 +22,9 @@ from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
+#: tracked paths the pipeline writes; changes there do not make the code "-dirty"
+OUTPUT_PATHS = ("results", "paper", "README.md", "dvc.lock")
+
 
 def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
     """The repository root when `package_dir` is `<root>/src/optirep` with `<root>/pyproject.toml`, else None."""
@@ -30,7 +35,7 @@ def source_checkout(package_dir: Path = PACKAGE_DIR) -> Path | None:
 
 
 def checkout_commit(root: Path) -> str | None:
-    """`git rev-parse HEAD` of `root` (+ '-dirty' when tracked files changed); None without git, or when
+    """`git rev-parse HEAD` of `root` (+ '-dirty' when tracked files outside `OUTPUT_PATHS` changed); None without git, or when
     `root` is not the top of its own repository (a copy of the tree inside some other repository)."""
     try:
         sha = subprocess.run(["git", "rev-parse", "--show-toplevel", "HEAD"], cwd=root, capture_output=True,
@@ -38,7 +43,8 @@ def checkout_commit(root: Path) -> str | None:
         lines = sha.stdout.split()
         if sha.returncode != 0 or len(lines) != 2 or Path(lines[0]).resolve() != root.resolve():
             return None
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                *(f":(exclude){p}" for p in OUTPUT_PATHS)], cwd=root,
                                capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
