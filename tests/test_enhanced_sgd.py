@@ -3,6 +3,7 @@ and resumable controller state."""
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 
@@ -327,3 +328,138 @@ def test_steps_per_epoch_moves_the_controllers_epoch_like_set_epoch():
     with pytest.warns(RuntimeWarning, match=r"EnhancedSGD: the controller reads the epoch") as rec:
         _quad_steps(oc, c, 4)
     assert len(rec) == 1 and oc.state["controller"]["epoch"] == 1
+
+
+# ---------------------------------------------------------------- compiled path (issue #12)
+# Tensors of >= optim._flat.SMALL_NUMEL elements get their own compiled kernels, the smaller ones are gathered.
+_SHAPES = [(40, 500), (64,), (3, 3), (1,), (17, 1000), (7,)]
+
+
+def _compiled_pair(monkeypatch, **hp):
+    """(reference loop, default path) on equal float64 parameters in two groups; the default path compiles."""
+    from optirep.optim import _base
+
+    monkeypatch.setattr(_base, "AUTO_COMPILE_MIN_NUMEL", 0)  # a small test model takes the compiled path
+    gen = torch.Generator().manual_seed(0)
+    ps = [torch.randn(s, dtype=torch.float64, generator=gen).requires_grad_(True) for s in _SHAPES]
+    qs = [p.detach().clone().requires_grad_(True) for p in ps]
+
+    def groups(params):
+        return [{"params": params[:3]}, {"params": params[3:], "lr": 0.02}]
+
+    return ps, qs, EnhancedSGD(groups(ps), foreach=False, seed=2, lr=0.01, **hp), \
+        EnhancedSGD(groups(qs), seed=2, lr=0.01, **hp)
+
+
+def _cubic_step(o, params, closure=True, scale=3.0):
+    def loss_fn():
+        o.zero_grad()
+        loss = sum(((p * scale) ** 3).sum() for p in params)  # gradients >> the clip bound
+        loss.backward()
+        return loss
+    if closure:
+        o.step(loss_fn)
+    else:
+        loss_fn()
+        o.step()
+
+
+@pytest.mark.parametrize("hp", [{}, {"controller": False, "apply_weight_decay": True, "use_grad_scale": True},
+                                {"gradient_centering": False, "apply_noise": False, "fix_action_typing": True}])
+def test_compiled_path_matches_reference_loop_in_float64(hp, monkeypatch):
+    from optirep.optim.paths import code_path
+
+    ps, qs, oa, ob = _compiled_pair(monkeypatch, **hp)
+    assert code_path(oa) == "reference" and code_path(ob) == "compiled"
+    da, db = [], []
+    for _ in range(6):
+        for params, o, d in ((ps, oa, da), (qs, ob, db)):
+            _cubic_step(o, params)
+            d.append(o.diagnostics())
+    for p, q in zip(ps, qs):
+        torch.testing.assert_close(p, q, atol=1e-12, rtol=1e-10)
+    for a, b in zip(da, db):  # statistics, histogram entropy and the controller's decisions, step by step
+        assert a.keys() == b.keys()
+        for k in a:
+            if k.startswith(("action_", "explore")):
+                assert a[k] == b[k], k
+            else:
+                assert a[k] == pytest.approx(b[k], rel=1e-10, abs=1e-12), k
+    ca, cb = oa.state["controller"], ob.state["controller"]
+    assert ca["scales"] == cb["scales"] and ca["epsilon"] == cb["epsilon"]
+    assert ca["q_table"].keys() == cb["q_table"].keys()
+    for s, row in ca["q_table"].items():
+        assert row == pytest.approx(cb["q_table"][s], rel=1e-9, abs=1e-12)
+    assert 0.5 <= da[-1]["clip"] <= 10.0 and float(qs[0].grad.abs().max()) > da[-1]["clip"]
+
+
+def test_compiled_path_retains_what_the_reference_retains(monkeypatch):
+    # A wide gradient range makes the entropy > 0.5 (retained) and a narrow one <= 0.5 (not retained).
+    for scale, retained in ((1.0, True), (0.5, False)):
+        ps, qs, oa, ob = _compiled_pair(monkeypatch, controller=False, gradient_buffer_size=20)
+        for _ in range(3):
+            _cubic_step(oa, ps, closure=False, scale=scale)
+            _cubic_step(ob, qs, closure=False, scale=scale)
+        ra, rb = oa.retained_gradients(), ob.retained_gradients()
+        assert (len(ra) > 0) is retained and len(ra) == len(rb) and len(oa._retained) == len(ob._retained) == 18
+        for a, b in zip(ra, rb):
+            torch.testing.assert_close(a, b, atol=1e-12, rtol=1e-10)
+
+
+def test_compiled_path_state_dict_round_trip_is_bit_identical(monkeypatch):
+    _, qs, _, ob = _compiled_pair(monkeypatch)
+    for _ in range(3):
+        _cubic_step(ob, qs)
+    saved_p = [q.detach().clone() for q in qs]
+    sd = copy.deepcopy(ob.state_dict())
+    for _ in range(3):
+        _cubic_step(ob, qs)
+    _, rs, _, oc = _compiled_pair(monkeypatch)
+    with torch.no_grad():
+        for r, s in zip(rs, saved_p):
+            r.copy_(s)
+    oc.load_state_dict(sd)
+    for _ in range(3):
+        _cubic_step(oc, rs)
+    for q, r in zip(qs, rs):
+        assert torch.equal(q, r)
+    assert ob.state["controller"]["q_table"] == oc.state["controller"]["q_table"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_noise_drawn_into_kept_buffers_equals_randn(dtype):
+    sizes = [(1,), (15,), (16,), (17,), (40, 33), (64,)]
+    g1, g2 = torch.Generator().manual_seed(4), torch.Generator().manual_seed(4)
+    bufs = [torch.empty(s, dtype=dtype) for s in sizes]
+    for _ in range(2):
+        ref = [torch.randn(s, generator=g1, dtype=dtype) for s in sizes]
+        for b in bufs:
+            b.normal_(generator=g2)
+        assert all(torch.equal(a, b) for a, b in zip(ref, bufs))
+
+
+def test_compiled_path_compiles_its_kernels_once_and_under_torch_compile(monkeypatch):
+    """The controller changes lr and momentum every step: they reach the kernels as tensors, so the kernels
+    compile in the first step only; torch.compile(opt.step) (its host parts are outside the graph) stops
+    recompiling and gives the same parameters as eager steps."""
+    from torch._dynamo.utils import counters
+
+    _, qs, _, ob = _compiled_pair(monkeypatch, q_epsilon=1.0)
+    _, rs, _, oc = _compiled_pair(monkeypatch, q_epsilon=1.0)
+    eager, traced = [], []
+    for _ in range(8):
+        _cubic_step(ob, qs)
+        eager.append(counters["stats"]["unique_graphs"])
+    assert eager[0] == eager[-1], f"the kernels compiled again after step 1: {eager}"
+    step = torch.compile(oc.step, backend="eager")
+    for _ in range(8):
+        def loss_fn():
+            oc.zero_grad()
+            loss = sum(((p * 3.0) ** 3).sum() for p in rs)
+            loss.backward()
+            return loss
+        step(loss_fn)
+        traced.append(counters["stats"]["unique_graphs"])
+    assert traced[-1] == traced[-4], f"compiled graphs per step {traced} still growing"
+    for q, r in zip(qs, rs):
+        torch.testing.assert_close(q, r, atol=1e-12, rtol=1e-10)

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 import torch
 
-from ._base import BioOptimizer, check_hp, check_not_sparse
-from ._flat import histc_counts
+from ._base import BioOptimizer, check_hp, check_not_sparse, compiled, use_compiled
+from ._flat import alias_1d, bump_versions, histc_counts, partition
 from .registry import Entry
 
 _NAME = "EnhancedSGD"
@@ -26,11 +26,13 @@ _GREEDY_MULT, _GREEDY_ADD = 6, 7
 
 
 def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool | None = None,
-                      fast_counts: bool = True) -> torch.Tensor:
+                      fast_counts: bool = True, bounds: tuple[torch.Tensor, torch.Tensor] | None = None
+                      ) -> torch.Tensor:
     """The seed's gradient "entropy": -sum(h log h) over a 100-bin density histogram (+1e-12).
 
     `flat` is one 1-D tensor or a list of them (their concatenation, without making it).
     `fast_counts=False` keeps `torch.histc` on CPU whatever the size (the reference loop's ground truth).
+    `bounds`: (min, max) of all elements as 0-d tensors when the caller has them (not recomputed).
 
     Densities are count / (N * bin width) over [min, max] (numpy's `density=True`; a constant
     input gets numpy's range [x - 0.5, x + 0.5]); no bin-width factor in the sum, as in the seed.
@@ -41,7 +43,9 @@ def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool |
     """
     parts = list(flat) if isinstance(flat, (list, tuple)) else [flat]
     n = sum(x.numel() for x in parts)
-    if len(parts) == 1:
+    if bounds is not None:
+        lo, hi = bounds
+    elif len(parts) == 1:
         lo, hi = torch.aminmax(parts[0])
     else:
         ranges = torch.stack([torch.stack(torch.aminmax(x)) for x in parts])
@@ -67,6 +71,58 @@ def histogram_entropy(flat: torch.Tensor | list[torch.Tensor], sync_free: bool |
                 counts += torch.histc(x, _BINS, lo_f, hi_f)
     h = counts / (n * (hi - lo) / _BINS) + 1e-12
     return -(h * h.log()).sum()
+
+
+def _stats_kernel(g):
+    """[sum, sum of squares, min, max] of one (1-D) gradient, in one pass over it."""
+    return torch.stack([g.sum(), (g * g).sum(), g.amin(), g.amax()])
+
+
+def _processed(p, g, n, c, noise: bool, wd: bool):
+    """The processed gradient, ops in the reference loop's order. `c` is [8] (one tensor) or [8, n] (per element):
+    mean (0 = no centering), -clip, clip (+-inf = no clipping), noise_scale, grad scale (1 = none), weight_decay,
+    momentum, -lr; `noise` / `wd` say whether the noise / weight-decay terms exist."""
+    x = torch.clamp(g - c[0], c[1], c[2])
+    if noise:
+        x = x + c[3] * n
+    x = x * c[4]
+    if wd:
+        x = x + c[5] * p
+    return x
+
+
+def _apply_kernel(p, g, n, buf, c, noise: bool, wd: bool) -> None:
+    """One pass: processed gradient, buf <- mu buf + x, p <- p - lr buf (in place)."""
+    buf.mul_(c[6]).add_(_processed(p, g, n, c, noise, wd))
+    p.add_(buf * c[7])
+
+
+def _apply_out_kernel(p, g, n, buf, c, noise: bool, wd: bool):
+    """`_apply_kernel` that also returns the processed gradient (for the retention deque)."""
+    x = _processed(p, g, n, c, noise, wd)
+    buf.mul_(c[6]).add_(x)
+    p.add_(buf * c[7])
+    return x
+
+
+@torch.compiler.disable
+def _tensor_stats(gs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """([T, 2] per-tensor [sum, sum of squares], min, max of all elements) of T same-dtype contiguous gradients:
+    one compiled pass per tensor of >= optim._flat.SMALL_NUMEL elements, the smaller ones gathered into one."""
+    big, buckets = partition(gs)
+    dt, dev = gs[0].dtype, gs[0].device
+    rows = torch.empty(len(gs), 2, dtype=dt, device=dev)
+    ranges = []
+    if big:
+        k = torch.stack([compiled(_stats_kernel)(alias_1d(gs[i])) for i in big])
+        rows[big] = k[:, :2]
+        ranges.append(k[:, 2:])
+    for idx, bucket in buckets:
+        flat = bucket.gather([gs[i] for i in idx])
+        rows[idx] = bucket.sums(torch.stack([flat, flat * flat])).T
+        ranges.append(torch.stack(torch.aminmax(flat)).unsqueeze(0))
+    ranges = torch.cat(ranges)
+    return rows, ranges[:, 0].min(), ranges[:, 1].max()
 
 
 class EnhancedSGD(BioOptimizer):
@@ -163,7 +219,11 @@ class EnhancedSGD(BioOptimizer):
           processed gradient tensors alive (about 1.6 P on ResNet-18); the seed's deque stays empty
           in practice, so set `grad_retention=False` for memory measurements. It never changes an
           update.
-        - The statistics need one concatenated copy of all gradients (1 P transient) per step.
+        - The reference loop's statistics need one concatenated copy of all gradients (1 P transient) per
+          step; the foreach and compiled paths work per tensor (no copy).
+        - Step cost (`benchmarks/optim_step.py`, `benchmarks/esgd_breakdown.py`): the N(0, 1) draw of one
+          number per parameter from the CPU generator (torch's Mersenne Twister, one element at a time) is
+          most of a compiled-path step on CPU, several times torch's fused SGD step on its own.
 
     Args:
         params: parameters or param groups.
@@ -189,7 +249,12 @@ class EnhancedSGD(BioOptimizer):
         seed (None): seed of the noise and exploration generators; None draws it from the global
             torch RNG at construction.
         steps_per_epoch (None): None (the epoch comes from set_epoch) or the steps per epoch.
-        foreach (None): None or True uses the torch._foreach_* path, False the reference loop.
+        foreach (None): None = the compiled path where it applies (a param group of >= 2^20 elements, float32 or
+            float64, one dtype and device, contiguous, torch.compile working: one compiled pass per tensor for the
+            statistics, one for the histogram's bin indices, one for the update, small tensors gathered; the
+            noise drawn into kept buffers), else the torch._foreach_* path; True = the foreach path; False = the
+            reference loop (ground truth: the other paths agree with it in float64 to rounding, with the same
+            noise draws, histogram counts and controller decisions). `optim.paths.code_path` names the path.
     """
 
     def __init__(
@@ -284,6 +349,7 @@ class EnhancedSGD(BioOptimizer):
         self._explore_gen = torch.Generator().manual_seed(int(seed) + 1)
         self._noise_gen: torch.Generator | None = None
         self._retained: deque = deque(maxlen=gradient_buffer_size)
+        self._noise_bufs: dict[int, list[torch.Tensor]] = {}  # compiled path: per group, kept N(0, 1) tensors
 
     _NAME = _NAME
 
@@ -373,8 +439,10 @@ class EnhancedSGD(BioOptimizer):
         run_controller = self.controller and loss is not None
         clip = None
         stats: dict[str, Any] = {}
+        fast = self._compiled_groups(per_group)
+        rows = None
         if any(g["gradient_clipping"] for g in self.param_groups) or self.grad_retention or self.controller:
-            sigma2, entropy = self._update_stats(all_grads)
+            sigma2, entropy, rows = self._update_stats(all_grads, all(fast))
             if any(g["gradient_clipping"] for g in self.param_groups):
                 bound = (2.0 * sigma2.sqrt()).clamp(0.5, 10.0)
                 clip = torch.where(sigma2 > 0, bound, torch.full_like(bound, math.inf))
@@ -384,25 +452,32 @@ class EnhancedSGD(BioOptimizer):
                 stats["entropy"] = entropy
 
         if run_controller:
-            self._controlled_update(loss, per_group, all_grads, clip, stats)
+            self._controlled_update(loss, per_group, all_grads, clip, stats, fast, rows)
         else:
             lrs = [g["lr"] for g in self.param_groups]
             moms = [g["momentum"] for g in self.param_groups]
-            self._update(per_group, all_grads, lrs, moms, clip, None, None, stats)
+            self._update(per_group, all_grads, lrs, moms, clip, None, None, stats, fast, rows)
         return loss
 
     @torch.compiler.disable
-    def _controlled_update(self, loss, per_group, all_grads, clip, stats) -> None:
+    def _controlled_update(self, loss, per_group, all_grads, clip, stats, fast, rows) -> None:
         """Path B: the controller's lr and momentum change every step and come from host values (the Q-table),
         so the whole controlled update runs outside any compiled region (no per-value recompiles)."""
         lrs, moms, gscale, obs = self._control(loss)
-        self._update(per_group, all_grads, lrs, moms, clip, gscale, obs, stats)
+        self._update(per_group, all_grads, lrs, moms, clip, gscale, obs, stats, fast, rows)
         self._learn(obs)
 
-    def _update(self, per_group, all_grads, lrs, moms, clip, gscale, obs, stats) -> None:
-        """The groups' heavy-ball updates of the processed gradients, then the step's diagnostics."""
+    def _update(self, per_group, all_grads, lrs, moms, clip, gscale, obs, stats, fast, rows) -> None:
+        """The groups' heavy-ball updates of the processed gradients, then the step's diagnostics.
+
+        `fast[i]`: group i takes the compiled path; `rows`: per-tensor [sum, sum of squares] of `all_grads`
+        from the statistics (compiled path only), else None."""
         noise_gen = self._noise_generator(all_grads[0].device)
-        for group, (ps, gs), lr, mu in zip(self.param_groups, per_group, lrs, moms):
+        keep = self._retention_wanted(obs)
+        offset = 0
+        for gi, (group, (ps, gs), lr, mu) in enumerate(zip(self.param_groups, per_group, lrs, moms)):
+            group_rows = None if rows is None else rows[offset:offset + len(gs)]
+            offset += len(gs)
             if not ps:
                 continue
             bufs = []
@@ -411,10 +486,14 @@ class EnhancedSGD(BioOptimizer):
                 if "momentum_buffer" not in st:
                     st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 bufs.append(st["momentum_buffer"])
-            fn = self._group_reference if group["foreach"] is False else self._group_foreach
-            processed = fn(group, ps, gs, bufs, lr, mu, clip, gscale, noise_gen)
+            if fast[gi]:
+                processed = self._group_compiled(gi, group, ps, gs, bufs, lr, mu, clip, gscale, noise_gen,
+                                                 group_rows, keep)
+            else:
+                fn = self._group_reference if group["foreach"] is False else self._group_foreach
+                processed = fn(group, ps, gs, bufs, lr, mu, clip, gscale, noise_gen)
             if self.grad_retention:
-                self._retain(processed, gs, obs)
+                self._retain(processed if keep else None, gs, obs)
 
         self._record_step(stats, lrs[0], moms[0])
 
@@ -443,13 +522,23 @@ class EnhancedSGD(BioOptimizer):
         return [torch.randn(g.shape, generator=gen, device=g.device, dtype=g.dtype) for g in gs]
 
     @torch.compiler.disable
-    def _update_stats(self, grads: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors."""
+    def _update_stats(self, grads: list[torch.Tensor], compiled_path: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """sigma2 (EMA + stabilisation) and the histogram entropy of all gradients, as device tensors, and on
+        the compiled path the per-tensor [sum, sum of squares] rows ([T, 2]; else None)."""
         ctl = self.state["controller"]
         dtype = torch.float64 if any(g.dtype == torch.float64 for g in grads) else torch.float32
         fast = all(g["foreach"] is not False for g in self.param_groups)
         n = sum(g.numel() for g in grads)
-        if fast:
+        rows = bounds = None
+        if compiled_path:
+            # One compiled pass per tensor for sum, sum of squares, min and max (small tensors gathered).
+            flat = None
+            rows, lo, hi = _tensor_stats(grads)
+            s = rows.double().sum(0)
+            var = ((s[1] - s[0] * s[0] / n) / max(n - 1, 1)).clamp_min(0).to(dtype)
+            bounds = (lo.to(dtype), hi.to(dtype))
+        elif fast:
             # No concatenated copy of every gradient: per-tensor sums give the variance (in float64) and
             # per-tensor histograms over the global range sum to the histogram of the concatenation.
             flat = None
@@ -471,15 +560,87 @@ class EnhancedSGD(BioOptimizer):
         entropy = None
         if self.grad_retention or self.controller:
             entropy = histogram_entropy(flat if flat is not None else [g.reshape(-1).to(dtype) for g in grads],
-                                        fast_counts=fast)
+                                        fast_counts=fast, bounds=bounds)
             ctl["entropy_prev"], ctl["entropy"] = ctl["entropy"], entropy
-        return sigma2, entropy
+        return sigma2, entropy, rows
 
     @torch.compiler.disable
     def _record_step(self, stats: dict, lr, momentum) -> None:
         ctl = self.state["controller"]
         self._diag.record_all({**stats, "lr": lr, "momentum": momentum, "epsilon": ctl["epsilon"],
                                "lr_scale": ctl["scales"]["lr_scale"]})
+
+    def _compiled_groups(self, per_group) -> list[bool]:
+        """Per group: whether it takes the compiled path (foreach=None, float32/float64 parameters and gradients of
+        one dtype on one device, contiguous, >= 2^20 elements in the group where torch.compile works)."""
+        out = []
+        for group, (ps, gs) in zip(self.param_groups, per_group):
+            ok = group["foreach"] is None and bool(ps)
+            if ok:
+                dt, dev = ps[0].dtype, ps[0].device
+                ok = dt in (torch.float32, torch.float64) and all(
+                    x.dtype == dt and x.device == dev and x.is_contiguous() for x in (*ps, *gs))
+            out.append(ok and use_compiled("auto", sum(p.numel() for p in ps), ps[0].device))
+        return out
+
+    def _group_path(self, group) -> str:
+        """Code path of a group for `optim.paths.code_path` (from its parameters, as if each had a gradient)."""
+        if group["foreach"] is False:
+            return "reference"
+        ps = [p for p in group["params"] if p.numel() > 0]
+        return "compiled" if self._compiled_groups([(ps, ps)])[0] else "foreach"
+
+    @torch.compiler.disable
+    def _group_compiled(self, gi, group, ps, gs, bufs, lr, mu, clip, gscale, gen, rows, keep):
+        """One compiled kernel per tensor (small tensors gathered into one) for centering, clipping, noise,
+        momentum and the parameter update, reading g, noise, buf, p once; the noise is drawn tensor by tensor, in
+        order, into kept buffers (`normal_`, the same draws as the reference's `torch.randn`). The per-tensor means
+        come from the statistics' sums (`rows`). Returns the processed gradients if `keep`, else None."""
+        dt, dev = ps[0].dtype, ps[0].device
+        centering, noise = group["gradient_centering"], group["apply_noise"]
+        wd = group["apply_weight_decay"] and group["weight_decay"] != 0
+        if centering and rows is None:
+            rows = _tensor_stats(gs)[0]
+        if noise:
+            nb = self._noise_bufs.get(gi)
+            if nb is None or [x.shape for x in nb] != [g.shape for g in gs]:
+                nb = self._noise_bufs[gi] = [torch.empty_like(g) for g in gs]
+            for x in nb:
+                x.normal_(generator=gen)
+        t = len(gs)
+        if centering:
+            numel = torch.tensor([g.numel() for g in gs], dtype=dt, device=dev)
+            means = rows[:, 0] / numel
+        else:
+            means = torch.zeros(t, dtype=dt, device=dev)
+        if clip is not None and group["gradient_clipping"]:
+            c = clip.to(dt).reshape(1)
+        else:
+            c = torch.full((1,), math.inf, dtype=dt, device=dev)
+        host = torch.tensor([group["noise_scale"], 1.0 if gscale is None else gscale, group["weight_decay"], mu, -lr],
+                            dtype=dt, device=dev)
+        coefs = torch.cat([means[:, None], (-c).expand(t, 1), c.expand(t, 1), host.expand(t, 5)], 1)
+        out = [None] * t if keep else None
+        big, buckets = partition(gs)
+        kernel = compiled(_apply_out_kernel if keep else _apply_kernel)
+        for i in big:
+            r = kernel(alias_1d(ps[i]), alias_1d(gs[i]), alias_1d(nb[i]) if noise else None, alias_1d(bufs[i]),
+                       coefs[i].clone(), noise, wd)
+            if keep:
+                out[i] = r.view(gs[i].shape)
+        if big:
+            bump_versions([ps[i] for i in big] + [bufs[i] for i in big])
+        for idx, bucket in buckets:
+            p_flat, b_flat = bucket.gather([ps[i] for i in idx]), bucket.gather([bufs[i] for i in idx])
+            n_flat = bucket.gather([nb[i] for i in idx]) if noise else None
+            r = kernel(p_flat, bucket.gather([gs[i] for i in idx]), n_flat, b_flat, bucket.expand(coefs[idx].T),
+                       noise, wd)
+            bucket.scatter(p_flat, [ps[i] for i in idx])
+            bucket.scatter(b_flat, [bufs[i] for i in idx])
+            if keep:
+                for i, x in zip(idx, bucket.split(r, [gs[i] for i in idx])):
+                    out[i] = x
+        return out
 
     # Both group updates apply the same ops in the same order, drawing the noise tensor by tensor
     # from the same generator, so they agree in float64 to rounding.
@@ -530,12 +691,28 @@ class EnhancedSGD(BioOptimizer):
         torch._foreach_add_(ps, bufs, alpha=-lr)
         return gs
 
+    def _retention_wanted(self, obs) -> bool:
+        """Whether this step's processed gradients can enter the retention deque: False when retention is off or
+        H_t <= 0.5 is known on the host (Path B, or H on the CPU, where reading it costs no device sync)."""
+        if not self.grad_retention:
+            return False
+        if obs is not None:
+            return obs["entropy"] > 0.5
+        entropy = self.state["controller"]["entropy"]
+        return entropy is None or entropy.device.type != "cpu" or bool(entropy > 0.5)
+
     @torch.compiler.disable
     def _retain(self, processed, raw, obs) -> None:
+        """Path B: clone the processed gradients if H_t > 0.5 (the seed). Path A: one (H_t > 0.5, gradient) entry
+        per tensor; `processed` is None where H_t <= 0.5 is already known (`_retention_wanted`), and then the
+        entries hold no gradient (`retained_gradients()` never returns those, so the deque reads the same)."""
         entropy = self.state["controller"]["entropy"]
         if obs is not None:  # Path B: H is already on the host
             if obs["entropy"] > 0.5:
                 self._retained.extend(g.detach().clone() for g in processed)
+            return
+        if processed is None:
+            self._retained.extend((False, None) for _ in raw)
             return
         flag = entropy > 0.5
         for g, r in zip(processed, raw):

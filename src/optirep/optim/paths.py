@@ -30,6 +30,8 @@ def _torch_path(opt: torch.optim.Optimizer, group: dict) -> str:
 def _bio_path(opt: torch.optim.Optimizer, group: dict) -> str:
     if group.get("foreach") is False:
         return "reference"
+    if hasattr(opt, "_group_path"):  # an optimizer that decides its own path (EnhancedSGD)
+        return opt._group_path(group)
     if "compile" not in group:
         return "foreach"
     params = list(group["params"])
