@@ -179,7 +179,9 @@ class EnhancedSGD(BioOptimizer):
           are not kept (the last values are in `diagnostics()`).
         - Retention (never read): in Path B the gradient is cloned into the deque when H_t > 0.5, as
           in the seed; in Path A the decision is not brought to the host, so the deque holds
-          (H_t > 0.5 flag, gradient) pairs and `retained_gradients()` filters them. The deque is not
+          (H_t > 0.5 flag, gradient) pairs and `retained_gradients()` filters them (where H_t is on the
+          CPU, reading it costs no device sync, and a step with H_t <= 0.5 adds (False, None) pairs: the
+          same deque as seen through `retained_gradients()`). The deque is not
           part of `state_dict()` since no update reads it.
         - Seed bugs, kept by default, each with a flag that fixes it:
           `fix_lr_compounding`: lr_eff = group lr * adjustment without writing it back (seed: the
@@ -217,8 +219,8 @@ class EnhancedSGD(BioOptimizer):
           `train` does) or pass `steps_per_epoch`; the first controller step warns once if neither is used.
         - With `grad_retention=True`, Path A keeps references to up to `gradient_buffer_size`
           processed gradient tensors alive (about 1.6 P on ResNet-18); the seed's deque stays empty
-          in practice, so set `grad_retention=False` for memory measurements. It never changes an
-          update.
+          in practice, so set `grad_retention=False` for memory measurements (where H_t is on the CPU,
+          a step with H_t <= 0.5 keeps none). It never changes an update.
         - The reference loop's statistics need one concatenated copy of all gradients (1 P transient) per
           step; the foreach and compiled paths work per tensor (no copy).
         - Step cost (`benchmarks/optim_step.py`, `benchmarks/esgd_breakdown.py`): the N(0, 1) draw of one
