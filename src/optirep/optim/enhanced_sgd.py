@@ -11,6 +11,7 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_hp, check_not_sparse, compiled, use_compiled
+from . import _normal_fill as normal_fill
 from ._flat import alias_1d, bump_versions, histc_counts, partition
 from .registry import Entry
 
@@ -596,7 +597,9 @@ class EnhancedSGD(BioOptimizer):
     def _group_compiled(self, gi, group, ps, gs, bufs, lr, mu, clip, gscale, gen, rows, keep):
         """One compiled kernel per tensor (small tensors gathered into one) for centering, clipping, noise,
         momentum and the parameter update, reading g, noise, buf, p once; the noise is drawn tensor by tensor, in
-        order, into kept buffers (`normal_`, the same draws as the reference's `torch.randn`). The per-tensor means
+        order, into kept buffers: the reference's `torch.randn` draws, from the same generator stream (float64:
+        torch's `normal_`, the same numbers; float32 on CPU: `optim._normal_fill`, the same uniforms and generator
+        state, the normals within 4e-6 of torch's: another implementation of log/sin/cos). The per-tensor means
         come from the statistics' sums (`rows`). Returns the processed gradients if `keep`, else None."""
         dt, dev = ps[0].dtype, ps[0].device
         centering, noise = group["gradient_centering"], group["apply_noise"]
@@ -607,8 +610,7 @@ class EnhancedSGD(BioOptimizer):
             nb = self._noise_bufs.get(gi)
             if nb is None or [x.shape for x in nb] != [g.shape for g in gs]:
                 nb = self._noise_bufs[gi] = [torch.empty_like(g) for g in gs]
-            for x in nb:
-                x.normal_(generator=gen)
+            normal_fill.normal_(nb, gen)
         t = len(gs)
         if centering:
             numel = torch.tensor([g.numel() for g in gs], dtype=dt, device=dev)
