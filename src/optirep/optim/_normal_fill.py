@@ -84,11 +84,11 @@ static void uniform_f(uint32_t *st, float *u, int64_t n) {
     }
 }
 
-/* The n uniforms of ATen normal_fill<float> (n >= 16), block by block of 16 split into its two halves:
-   a[8k + j] = u[16k + j], b[8k + j] = u[16k + 8 + j]; then, when n % 16 != 0, the 16 more that ATen draws for
-   its tail, in tail[0..15] (a and b hold n / 16 * 8 each; the n % 16 uniforms past the last full block are
-   drawn and dropped, as ATen overwrites them). */
-void uniforms_split_f32(uint32_t *st, float *a, float *b, float *tail, int64_t n) {
+/* The uniforms of ATen normal_fill<float> for n >= 16 elements, block by block of 16 split into its two halves
+   (a[8k + j] = u[16k + j], b[8k + j] = u[16k + 8 + j]): the n / 16 full blocks, then, when n % 16 != 0, the
+   n % 16 uniforms past them (drawn and dropped: ATen overwrites them) and the 16 that ATen draws for its tail as
+   one more block. a and b get 8 * (n / 16 + (n % 16 != 0)) each. */
+void uniforms_split_f32(uint32_t *st, float *a, float *b, int64_t n) {
     float buf[BLOCK];
     int64_t blocks = n / 16, done = 0;
     while (done < blocks) {
@@ -103,16 +103,27 @@ void uniforms_split_f32(uint32_t *st, float *a, float *b, float *tail, int64_t n
     }
     if (n % 16 != 0) {
         uniform_f(st, buf, n % 16);
-        uniform_f(st, tail, 16);
+        uniform_f(st, buf, 16);
+        for (int j = 0; j < 8; j++) {
+            a[8 * blocks + j] = buf[j];
+            b[8 * blocks + j] = buf[8 + j];
+        }
     }
 }
 
-/* out[16k + j] = c[8k + j], out[16k + 8 + j] = s[8k + j] for the m / 16 blocks. */
-void interleave_f32(const float *c, const float *s, float *out, int64_t m) {
-    for (int64_t k = 0; k < m / 16; k++)
+/* The n normals from the split cos / sin parts of uniforms_split_f32's blocks: out[16k + j] = c[8k + j],
+   out[16k + 8 + j] = s[8k + j]; the tail block, if any, goes to out[n - 16 .. n - 1]. */
+void interleave_f32(const float *c, const float *s, float *out, int64_t n) {
+    int64_t blocks = n / 16;
+    for (int64_t k = 0; k < blocks; k++)
         for (int j = 0; j < 8; j++) {
             out[16 * k + j] = c[8 * k + j];
             out[16 * k + 8 + j] = s[8 * k + j];
+        }
+    if (n % 16 != 0)
+        for (int j = 0; j < 8; j++) {
+            out[n - 16 + j] = c[8 * blocks + j];
+            out[n - 8 + j] = s[8 * blocks + j];
         }
 }
 """
@@ -144,7 +155,7 @@ def _build() -> ctypes.CDLL:
             subprocess.run([cc, *flags, str(src), "-o", str(tmp_lib)], check=True, capture_output=True)
             os.replace(tmp_lib, lib)  # atomic: a concurrent process never loads a half-written library
     so = ctypes.CDLL(str(lib))
-    so.uniforms_split_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64]
+    so.uniforms_split_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
     so.interleave_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
     so.uniforms_split_f32.restype = so.interleave_f32.restype = None
     return so
@@ -213,7 +224,7 @@ def _put(st: np.ndarray, gen: torch.Generator) -> None:
     gen.set_state(raw)
 
 
-_SCRATCH: list[torch.Tensor] = []  # kept buffers: the two uniform halves, cos and sin parts, the tail's uniforms
+_SCRATCH: list[torch.Tensor] = []  # kept float32 buffers: the uniforms' two halves, the cos and sin parts
 
 
 def _prefix(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -224,35 +235,43 @@ def _prefix(t: torch.Tensor, k: int) -> torch.Tensor:
 
 
 def _fill(so: ctypes.CDLL, gen: torch.Generator, xs: list[torch.Tensor]) -> None:
-    from ._base import compiled
-    kernel = compiled(_box_muller_kernel)
-    st = None
-    for x in xs:
-        n = x.numel()
-        if n >= 16 and x.is_contiguous() and x.dtype == torch.float32:
+    """Draw the twister's uniforms for every tensor in order (torch's `normal_` for those this fill does not
+    handle, handing the generator state over), then one compiled Box-Muller pass over all of them, then put each
+    tensor's normals in ATen's order."""
+    fast = [x.numel() >= 16 and x.is_contiguous() and x.dtype == torch.float32 and x.device.type == "cpu"
+            for x in xs]
+    halves = [8 * (x.numel() // 16 + (x.numel() % 16 != 0)) if f else 0 for x, f in zip(xs, fast)]
+    total = sum(halves)
+    if total == 0:
+        for x in xs:
+            x.normal_(generator=gen)
+        return
+    if not _SCRATCH or _SCRATCH[0].numel() < total:
+        _SCRATCH[:] = [torch.empty(total) for _ in range(4)]
+    a, b, c, s = (_prefix(t, total) for t in _SCRATCH)
+    st, off = None, 0
+    for x, f, h in zip(xs, fast, halves):
+        if f:
             if st is None:
                 st = _get(gen)
-            half = n // 16 * 8
-            if not _SCRATCH or _SCRATCH[0].numel() < half:
-                _SCRATCH[:] = [torch.empty(half) for _ in range(4)] + [torch.empty(16)]
-            a, b, c, s = (_prefix(t, half) for t in _SCRATCH[:4])
-            tail = _SCRATCH[4]
-            so.uniforms_split_f32(st.ctypes.data, a.data_ptr(), b.data_ptr(), tail.data_ptr(), n)
-            kernel(a, b, c, s)
-            so.interleave_f32(c.data_ptr(), s.data_ptr(), x.data_ptr(), 2 * half)
-            if n % 16:  # ATen redraws the last 16 (overlapping the last full block) from 16 new uniforms
-                u = tail
-                r = torch.sqrt(-2.0 * torch.log(1.0 - u[:8]))
-                theta = (u[8:].to(torch.float64) * (2.0 * math.pi)).to(torch.float32)
-                x.view(-1)[n - 16:].copy_(torch.cat([r * torch.cos(theta), r * torch.sin(theta)]))
-            torch.autograd.graph.increment_version(x)
-        else:  # torch's own path (float64, < 16 elements, ...): hand the state back and forth
+            so.uniforms_split_f32(st.ctypes.data, a.data_ptr() + 4 * off, b.data_ptr() + 4 * off, x.numel())
+            off += h
+        else:  # torch's own path (float64, < 16 elements, ...): hand the state over and take it back
             if st is not None:
                 _put(st, gen)
                 st = None
             x.normal_(generator=gen)
     if st is not None:
         _put(st, gen)
+    from ._base import compiled
+
+    compiled(_box_muller_kernel)(a, b, c, s)
+    off = 0
+    for x, f, h in zip(xs, fast, halves):
+        if f:
+            so.interleave_f32(c.data_ptr() + 4 * off, s.data_ptr() + 4 * off, x.data_ptr(), x.numel())
+            torch.autograd.graph.increment_version(x)
+            off += h
 
 
 def normal_(xs: list[torch.Tensor], gen: torch.Generator) -> None:
