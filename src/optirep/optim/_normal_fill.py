@@ -43,6 +43,14 @@ _SOURCE = r"""
 #include <stdint.h>
 #include <math.h>
 
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__)
+#define CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CLONES
+#endif
+/* x86-64 GCC: the histogram in one copy per instruction set, picked at load time for this CPU (the library
+   stays portable; its division is most of its time) */
+
 #define N 624
 #define M 397
 
@@ -118,6 +126,31 @@ void uniforms_split_f32(uint32_t *st, float *a, float *b, int64_t n) {
     }
 }
 
+/* torch.histc's counts of x (n finite elements in [lo, hi], lo < hi) added to counts[4 * bins] (four interleaved
+   partial histograms, to be summed): bin = trunc((x - lo) * bins / (hi - lo)), the top edge in the last bin, the
+   float operations of optim._flat._bin_index_kernel in the same order (IEEE, no contraction across the division). */
+#define HIST(NAME, T)                                                                                  \
+CLONES void NAME(const T *x, int64_t n, T lo, T hi, int64_t bins, int64_t *counts) {                          \
+    int32_t idx[BLOCK];                                                                                \
+    const T w = hi - lo, fb = (T)bins;                                                                 \
+    const int32_t top = (int32_t)bins - 1;                                                             \
+    for (int64_t start = 0; start < n; start += BLOCK) {                                               \
+        int64_t k = n - start < BLOCK ? n - start : BLOCK;                                             \
+        for (int64_t i = 0; i < k; i++) {                                                              \
+            int32_t b = (int32_t)((x[start + i] - lo) * fb / w);                                       \
+            idx[i] = b > top ? top : b;                                                                \
+        }                                                                                              \
+        int64_t i = 0;                                                                                 \
+        for (; i + 4 <= k; i += 4) {                                                                   \
+            counts[idx[i]]++; counts[bins + idx[i + 1]]++;                                             \
+            counts[2 * bins + idx[i + 2]]++; counts[3 * bins + idx[i + 3]]++;                          \
+        }                                                                                              \
+        for (; i < k; i++) counts[idx[i]]++;                                                           \
+    }                                                                                                  \
+}
+HIST(histc_f32, float)
+HIST(histc_f64, double)
+
 /* The n normals from the split cos / sin parts of uniforms_split_f32's blocks: out[16k + j] = c[8k + j],
    out[16k + 8 + j] = s[8k + j]; the tail block, if any, goes to out[n - 16 .. n - 1]. */
 void interleave_f32(const float *c, const float *s, float *out, int64_t n) {
@@ -165,6 +198,11 @@ def _build() -> ctypes.CDLL:
     so.uniforms_split_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
     so.interleave_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64]
     so.uniforms_split_f32.restype = so.interleave_f32.restype = None
+    so.histc_f32.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_float, ctypes.c_int64,
+                             ctypes.c_void_p]
+    so.histc_f64.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_double, ctypes.c_double, ctypes.c_int64,
+                             ctypes.c_void_p]
+    so.histc_f32.restype = so.histc_f64.restype = None
     return so
 
 
@@ -200,8 +238,8 @@ def _library() -> ctypes.CDLL | None:
     global _LIB
     if _LIB is None:
         try:
-            so = _build()
-            _LIB = so if _self_check(so) else False
+            so = c_library()
+            _LIB = so if so is not None and _self_check(so) else False
         except Exception:  # no compiler, a failed build or load, torch.compile unavailable: torch's normal_
             _LIB = False
         if _LIB is False:
@@ -211,6 +249,36 @@ def _library() -> ctypes.CDLL | None:
                           "EnhancedSGD draws its float32 noise with torch's normal_ (same numbers, slower)",
                           RuntimeWarning, stacklevel=3)
     return _LIB or None
+
+
+_BUILT: ctypes.CDLL | None | bool = None
+
+
+def c_library() -> ctypes.CDLL | None:
+    """The compiled C helpers (built once, cached on disk), or None where there is no C compiler or the build
+    failed (callers then use their torch path)."""
+    global _BUILT
+    if _BUILT is None:
+        try:
+            _BUILT = _build()
+        except Exception:
+            _BUILT = False
+    return _BUILT or None
+
+
+def histc_counts(parts: list[torch.Tensor], lo: float, hi: float, bins: int) -> torch.Tensor | None:
+    """`torch.histc` counts (int64) of the contiguous CPU float32/float64 `parts` (every element finite, in
+    [lo, hi], lo < hi) in one pass each: the bin index as in `optim._flat._bin_index_kernel`, counted into four
+    interleaved partial histograms. None where the C helpers are not available or a part does not qualify."""
+    so = c_library()
+    if so is None or not all(x.device.type == "cpu" and x.is_contiguous() and x.dtype == parts[0].dtype
+                             and x.dtype in (torch.float32, torch.float64) for x in parts):
+        return None
+    fn = so.histc_f32 if parts[0].dtype == torch.float32 else so.histc_f64
+    counts = torch.zeros(4, bins, dtype=torch.int64)
+    for x in parts:
+        fn(x.data_ptr(), x.numel(), lo, hi, bins, counts.data_ptr())
+    return counts.sum(0)
 
 
 def _get(gen: torch.Generator) -> np.ndarray:
