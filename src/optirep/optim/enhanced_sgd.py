@@ -106,6 +106,17 @@ def _apply_out_kernel(p, g, n, buf, c, noise: bool, wd: bool):
     return x
 
 
+def _on_device(values: list[float], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Host floats as a 1-D tensor on `device` without a host sync: `torch.tensor(..., device=cuda)` copies from
+    pageable memory and waits for the stream; fills are queued like any kernel."""
+    if device.type == "cpu":
+        return torch.tensor(values, dtype=dtype)
+    out = torch.empty(len(values), dtype=dtype, device=device)
+    for i, v in enumerate(values):
+        out[i].fill_(v)
+    return out
+
+
 @torch.compiler.disable
 def _tensor_stats(gs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """([T, 2] per-tensor [sum, sum of squares], min, max of all elements) of T same-dtype contiguous gradients:
@@ -615,16 +626,15 @@ class EnhancedSGD(BioOptimizer):
             normal_fill.normal_(nb, gen)
         t = len(gs)
         if centering:
-            numel = torch.tensor([g.numel() for g in gs], dtype=dt, device=dev)
-            means = rows[:, 0] / numel
+            means = rows[:, 0] / _on_device([float(g.numel()) for g in gs], dt, dev)
         else:
             means = torch.zeros(t, dtype=dt, device=dev)
         if clip is not None and group["gradient_clipping"]:
             c = clip.to(dt).reshape(1)
         else:
             c = torch.full((1,), math.inf, dtype=dt, device=dev)
-        host = torch.tensor([group["noise_scale"], 1.0 if gscale is None else gscale, group["weight_decay"], mu, -lr],
-                            dtype=dt, device=dev)
+        host = _on_device([group["noise_scale"], 1.0 if gscale is None else gscale, group["weight_decay"], mu, -lr],
+                          dt, dev)
         coefs = torch.cat([means[:, None], (-c).expand(t, 1), c.expand(t, 1), host.expand(t, 5)], 1)
         out = [None] * t if keep else None
         big, buckets = partition(gs)
