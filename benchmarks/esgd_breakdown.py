@@ -5,7 +5,7 @@
 On the parameter shapes of `optim_step.py` with N(0, 1e-3^2) gradients, times (median ms) each piece
 EnhancedSGD's seed defines: concatenating every gradient, the variance, the 100-bin histogram that
 feeds its entropy (`torch.histc`, a `bincount` alternative and the optimizer's `histc_counts`), the
-N(0, s^2) noise draw (fresh `randn`, torch's `normal_` and `optim._normal_fill` into kept buffers), and whole
+N(0, s^2) noise draw (fresh `randn` and torch's `normal_` into kept buffers), and whole
 `step()`s of `enhanced_sgd_noclosure` with mechanisms switched off one by one, next to torch's
 SGD-momentum. Reported, not asserted.
 """
@@ -24,7 +24,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from optim_step import SHAPE_SETS  # noqa: E402
 
 from optirep import optim  # noqa: E402
-from optirep.optim import _normal_fill as normal_fill  # noqa: E402
 from optirep.optim._flat import histc_counts  # noqa: E402
 
 
@@ -69,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         ("bincount, 100 bins", bincount),
         ("randn noise, one draw per element", lambda: torch.randn(flat.shape, generator=noise_gen)),
         ("normal_ into kept buffers, per tensor", lambda: [x.normal_(generator=noise_gen) for x in kept]),
-        ("optim._normal_fill into kept buffers (same stream)", lambda: normal_fill.normal_(kept, noise_gen)),
-        ("optim._flat.histc_counts (C pass where it builds)",
+        ("optim._flat.histc_counts (compiled bin-index pass + bincount)",
          lambda: histc_counts(grads_1d, torch.tensor(lo), torch.tensor(hi), 100)),
     ]
     steps = [("sgd", {"lr": 0.01, "momentum": 0.9}), ("enhanced_sgd_noclosure", {}),

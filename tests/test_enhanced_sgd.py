@@ -465,30 +465,6 @@ def test_compiled_path_compiles_its_kernels_once_and_under_torch_compile(monkeyp
         torch.testing.assert_close(q, r, atol=1e-12, rtol=1e-10)
 
 
-def test_fast_normal_fill_continues_torchs_generator_stream():
-    """float32: the same twister outputs (the generator states agree bit for bit after every call, so later torch
-    draws are the same numbers) and normals within ATOL of torch's; float64 and < 16 elements: torch's own."""
-    from optirep.optim import _normal_fill as nf
-
-    sizes = [(3, 3), (16,), (5,), (40, 33), (64, 3, 7, 7), (17,), (2, 8)]
-    for dtype in (torch.float32, torch.float64):
-        ga, gb = torch.Generator().manual_seed(9), torch.Generator().manual_seed(9)
-        for _ in range(3):
-            xs = [torch.empty(s, dtype=dtype) for s in sizes]
-            ys = [torch.empty(s, dtype=dtype) for s in sizes]
-            for x in xs:
-                x.normal_(generator=ga)
-            nf.normal_(ys, gb)
-            assert torch.equal(ga.get_state(), gb.get_state())
-            for x, y in zip(xs, ys):
-                if dtype == torch.float64 or x.numel() < 16:
-                    assert torch.equal(x, y)
-                else:
-                    torch.testing.assert_close(x, y, atol=nf.ATOL, rtol=0)
-        assert torch.equal(torch.rand(5, generator=ga), torch.rand(5, generator=gb))
-    assert nf._library() is not None  # this machine has a C compiler: the fill is in use, not the fallback
-
-
 def test_compiled_path_in_float32_matches_the_reference_to_rounding(monkeypatch):
     from optirep.optim import _base
 

@@ -71,11 +71,10 @@ def _bin_index_kernel(x, lo, hi, bins: int):
 def histc_counts(parts: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, bins: int) -> torch.Tensor | None:
     """Counts of `torch.histc` over the concatenation of `parts` on [lo, hi] with `bins` bins, or None.
 
-    On CPU, where the C helpers of `optim._normal_fill` build, one C pass per tensor computes each element's bin
-    with the same float operations and counts it; elsewhere one compiled pass per tensor (tensors under
+    One compiled pass per tensor (tensors under
     SMALL_NUMEL elements concatenated into one) writes each element's bin (uint8 for <= 256 bins), then
     `torch.bincount` counts them. On one CPU thread the compiled pass is ~4x faster than `torch.histc` (which
-    searches its bin edges per element), the C pass ~2x faster again, with the same counts. None where this does not apply (a non-finite range, which torch.histc reports as an error;
+    searches its bin edges per element), with the same counts. None where this does not apply (a non-finite range, which torch.histc reports as an error;
     fewer than AUTO_COMPILE_MIN_NUMEL elements; torch.compile unavailable): the caller uses torch.histc.
     """
     from ._base import compiled, use_compiled
@@ -85,12 +84,6 @@ def histc_counts(parts: list[torch.Tensor], lo: torch.Tensor, hi: torch.Tensor, 
         return None
     if not (bool(torch.isfinite(lo)) and bool(torch.isfinite(hi))):
         return None
-    if parts[0].device.type == "cpu":  # one pass per tensor in C where the C helpers build (optim._normal_fill)
-        from ._normal_fill import histc_counts as c_histc_counts
-
-        counts = c_histc_counts(parts, float(lo), float(hi), bins)
-        if counts is not None:
-            return counts.to(parts[0].dtype)
     kernel = compiled(_bin_index_kernel)
     counts = torch.zeros(bins, dtype=torch.int64, device=parts[0].device)
     small = [x.reshape(-1) for x in parts if x.numel() < SMALL_NUMEL]

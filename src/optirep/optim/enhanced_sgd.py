@@ -11,7 +11,6 @@ from typing import Any, Callable
 import torch
 
 from ._base import BioOptimizer, check_hp, check_not_sparse, compiled, use_compiled
-from . import _normal_fill as normal_fill
 from ._flat import alias_1d, bump_versions, histc_counts, partition
 from .registry import Entry
 
@@ -237,8 +236,8 @@ class EnhancedSGD(BioOptimizer):
           step; the foreach and compiled paths work per tensor (no copy).
         - Step cost (`benchmarks/optim_step.py`, `benchmarks/esgd_breakdown.py`): the N(0, 1) draw of one
           number per parameter from the CPU generator's Mersenne Twister stream is about half of a
-          compiled-path step on CPU (~4x torch's fused SGD step on its own, after `optim._normal_fill`),
-          the 100-bin histogram about a fifth.
+          compiled-path step on CPU (torch's `normal_` into kept buffers: ~7x torch's fused SGD step on its
+          own), the 100-bin histogram about a tenth.
 
     Args:
         params: parameters or param groups.
@@ -267,8 +266,7 @@ class EnhancedSGD(BioOptimizer):
         foreach (None): None = the compiled path where it applies (a param group of >= 2^20 elements, float32 or
             float64, one dtype and device, contiguous, torch.compile working: one compiled pass per tensor for the
             statistics, one for the histogram's bin indices, one for the update, small tensors gathered; the
-            noise drawn into kept buffers, float32 on CPU by `optim._normal_fill`: torch's generator stream, the
-            normals within 4e-6 of `torch.randn`'s), else the torch._foreach_* path; True = the foreach path; False = the
+            noise drawn by torch's `normal_` into kept buffers: the same numbers as the reference's `torch.randn`), else the torch._foreach_* path; True = the foreach path; False = the
             reference loop (ground truth: the other paths agree with it in float64 to rounding, with the same
             noise draws, histogram counts and controller decisions). `optim.paths.code_path` names the path.
     """
@@ -610,9 +608,8 @@ class EnhancedSGD(BioOptimizer):
     def _group_compiled(self, gi, group, ps, gs, bufs, lr, mu, clip, gscale, gen, rows, keep):
         """One compiled kernel per tensor (small tensors gathered into one) for centering, clipping, noise,
         momentum and the parameter update, reading g, noise, buf, p once; the noise is drawn tensor by tensor, in
-        order, into kept buffers: the reference's `torch.randn` draws, from the same generator stream (float64:
-        torch's `normal_`, the same numbers; float32 on CPU: `optim._normal_fill`, the same uniforms and generator
-        state, the normals within 4e-6 of torch's: another implementation of log/sin/cos). The per-tensor means
+        order, into kept buffers by torch's `normal_`: the reference's `torch.randn` draws, the same numbers from the
+        same generator stream. The per-tensor means
         come from the statistics' sums (`rows`). Returns the processed gradients if `keep`, else None."""
         dt, dev = ps[0].dtype, ps[0].device
         centering, noise = group["gradient_centering"], group["apply_noise"]
@@ -623,7 +620,8 @@ class EnhancedSGD(BioOptimizer):
             nb = self._noise_bufs.get(gi)
             if nb is None or [x.shape for x in nb] != [g.shape for g in gs]:
                 nb = self._noise_bufs[gi] = [torch.empty_like(g) for g in gs]
-            normal_fill.normal_(nb, gen)
+            for x in nb:
+                x.normal_(generator=gen)
         t = len(gs)
         if centering:
             means = rows[:, 0] / _on_device([float(g.numel()) for g in gs], dt, dev)
