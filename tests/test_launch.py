@@ -110,9 +110,22 @@ def test_analyze_takes_several_run_dirs(tmp_path):
 
 def test_peak_memory_is_per_run():
     if not launch.reset_peak_rss():
-        pytest.skip("this kernel does not allow resetting the peak RSS (/proc/self/clear_refs)")
-    block = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+        pytest.skip("this kernel does not reset the peak RSS (/proc/self/clear_refs)")
+    import mmap
+
+    block = mmap.mmap(-1, 64 * 2**20)  # anonymous: unmapped on close, whatever the allocator keeps
+    block.write(b"x" * len(block))  # touched, so resident
     high = launch.peak_rss_bytes()
-    del block
+    block.close()
     assert launch.reset_peak_rss()
     assert launch.peak_rss_bytes() < high - 32 * 2**20
+
+
+def test_batch_without_a_peak_reset_records_no_borrowed_peak(tmp_path, monkeypatch):
+    # a kernel that ignores clear_refs: the first run's peak is its own, a later run's would not be
+    monkeypatch.setattr(launch, "reset_peak_rss", lambda: False)
+    exp = write_experiment(tmp_path)
+    assert _train(exp, "--seed", "0", "--out", str(tmp_path / "r0"), "--seed", "1", "--out", str(tmp_path / "r1"),
+                  "--set", "task.steps=4") == 0
+    peaks = [json.loads((tmp_path / d / "metrics.json").read_text())["peak_memory_bytes"] for d in ("r0", "r1")]
+    assert peaks[0] > 0 and peaks[1] is None

@@ -117,6 +117,7 @@ def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, Pat
         if not isinstance(hp_file, dict):
             raise config.ConfigError(f"--hp-json {hp_json}: expected a mapping 'hp', got {hp_file!r}")
     failed = 0
+    trained = 0  # runs trained in this process so far: the first one's peak RSS is its own
     for seed, out in runs:
         try:
             hp = hp_file
@@ -128,9 +129,9 @@ def train_runs(experiment: str, task: str, label: str, runs: list[tuple[int, Pat
                 from optirep.train import train
 
                 run = config.resolve_run(exp.cfg, task, label, seed, list(overrides), hp_override=hp, source=experiment)
-                if len(runs) > 1:
-                    reset_peak_rss()
-                rec = train(run, out, **train_kwargs)
+                own_peak = reset_peak_rss() or trained == 0
+                trained += 1
+                rec = train(run, out, own_peak_memory=own_peak, **train_kwargs)
             print(summary(out, rec, train_kwargs.get("stop_after")))
         except Exception as exc:
             from optirep.preempt import Preempted
@@ -156,24 +157,43 @@ def summary(out: Path, rec: dict | None, stop_after: int | None = None) -> str:
 
 # ----------------------------------------------------------------------------- peak memory per run
 def reset_peak_rss() -> bool:
-    """Reset this process's peak resident set size (Linux: `5` to /proc/self/clear_refs), so that the
-    next run's `peak_memory_bytes` is its own; False where the kernel does not allow it."""
+    """Reset this process's peak resident set size (Linux: `5` to /proc/self/clear_refs, see
+    proc(5)), so that the next run's `peak_memory_bytes` is its own.
+
+    Returns False where the kernel refuses the write, or accepts it without effect (some sandboxes:
+    the peak VmHWM then still exceeds the current VmRSS by more than 1 MiB right after the write).
+    """
     try:
         Path("/proc/self/clear_refs").write_text("5")
-        return True
     except OSError:
         return False
+    mem = _proc_status_kib("VmHWM", "VmRSS")
+    if mem is None:
+        return False
+    hwm, rss = mem
+    return hwm <= rss + 1024
+
+
+def _proc_status_kib(*fields: str) -> tuple[int, ...] | None:
+    """The named fields of /proc/self/status, in KiB, read in one go; None where unavailable."""
+    try:
+        lines = Path("/proc/self/status").read_text().splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in fields:
+            found[key] = int(value.split()[0])
+    return tuple(found[f] for f in fields) if len(found) == len(fields) else None
 
 
 def peak_rss_bytes() -> int:
     """Peak resident set size of this process since start or the last `reset_peak_rss()`, in bytes
     (Linux VmHWM); elsewhere getrusage's ru_maxrss (kilobytes on Linux, bytes on macOS)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
+    mem = _proc_status_kib("VmHWM")
+    if mem is not None:
+        return mem[0] * 1024
     import resource
 
     scale = 1 if sys.platform == "darwin" else 1024

@@ -392,8 +392,12 @@ def _timed_means(state: dict) -> dict:
 
 
 def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None = None,
-          quiet: bool = False, stop_after: int | None = None) -> dict | None:
+          quiet: bool = False, stop_after: int | None = None, own_peak_memory: bool = True) -> dict | None:
     """Train one run into `out`; returns the final metrics record.
+
+    `own_peak_memory`: False when this process's peak RSS cannot be reset before the run (a batch
+    whose kernel ignores /proc/self/clear_refs), so the peak would include earlier runs; on CPU the
+    record's `peak_memory_bytes` is then null rather than another run's peak.
 
     `stop_after`: leave after that many steps in this invocation, checkpointed and without
     metrics.json (a time-limited cluster slot); rerunning continues. Returns None then.
@@ -410,11 +414,11 @@ def train(run: dict, out: Path, data_root: str | None = None, mirror: str | None
             if not quiet:
                 print(f"{out}: already finished", file=sys.stderr)
             return rundir.finished
-        return _train(run, out, rundir, data_root, mirror, quiet, stop_after)
+        return _train(run, out, rundir, data_root, mirror, quiet, stop_after, own_peak_memory)
 
 
 def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mirror: str | None,
-           quiet: bool, stop_after: int | None) -> dict | None:
+           quiet: bool, stop_after: int | None, own_peak_memory: bool = True) -> dict | None:
     final_file, ckpt_file = out / "metrics.json", out / runio.CKPT_NAME
 
     # -- seed and device
@@ -631,7 +635,7 @@ def _train(run: dict, out: Path, rundir: runio.RunDir, data_root: str | None, mi
                       if isinstance(v, torch.Tensor))
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else peak_rss_bytes())
+            else peak_rss_bytes() if own_peak_memory else None)
     record = {
         "experiment": run["experiment"], "scale": run["scale"], "task": run["task_name"], "label": run["label"],
         "optimizer": o["name"], "seed": seed, "hp": o["resolved_hp"], "metric": task["metric"],
