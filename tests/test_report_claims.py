@@ -437,6 +437,22 @@ def test_evaluate_from_a_real_aggregate_and_derived_claims(tree):
     assert sum(out["counts"].values()) == out["n_claims"] == 5
 
 
+def test_an_aggregate_from_an_earlier_design_is_not_judged(tree):
+    # e.g. a results/<exp>/aggregate/<task>.json left from before the experiment's seeds or tuning changed
+    root, exp, res = tree
+    c = _claim(id="V6-1", test={"experiment": "synth", "task": "clf", "method": "bio", "baseline": "adamw",
+                                "metric": "final_test"})
+    assert _eval(root, c, experiments_dir=root / "experiments")[1]["V6-1"]["verdict"] != "not run"
+    cfg = yaml.safe_load(exp.read_text())
+    cfg["seeds"] = [*cfg["seeds"], 99]
+    exp.write_text(yaml.safe_dump(cfg))
+    r = _eval(root, c, experiments_dir=root / "experiments")[1]["V6-1"]
+    assert r["verdict"] == "not run" and "seeds" in r["why"] and "earlier design" in r["why"]
+    del cfg["tasks"]["clf"]
+    exp.write_text(yaml.safe_dump(cfg))
+    assert "no longer in" in _eval(root, c, experiments_dir=root / "experiments")[1]["V6-1"]["why"]
+
+
 def test_cli_check_reports_invalid_file(tmp_path, capsys):
     bad = tmp_path / "claims.yaml"
     bad.write_text(yaml.safe_dump({"version": 1, "claims": [_claim(direction="sideways")]}))
@@ -449,6 +465,9 @@ def test_full_scale_block_and_baseline_task(tree):
     t = {"experiment": "synth", "task": "clf", "method": "bio", "baseline": "adamw", "metric": "time_per_step_s"}
     # A second task holding the baseline (Planeswalker style: sum and multiplex are two tasks).
     (res / "aggregate" / "clf_sum.json").write_text((res / "aggregate" / "clf.json").read_text())
+    cfg = yaml.safe_load(exp.read_text())
+    cfg["tasks"]["clf_sum"] = cfg["tasks"]["clf"]
+    exp.write_text(yaml.safe_dump(cfg))
     cross = _claim(id="PW-1", test={**t, "baseline_task": "clf_sum"}, claimed={"carry": "ratio"})
     gpu = _claim(id="V6-10", test=t, full_scale={**t, "experiment": "full_synth"}, claimed={"carry": "ratio"})
     nr = _without_test(id="V6-3", not_run="needs CIFAR-100", full_scale={**t, "experiment": "full_synth"},

@@ -55,7 +55,8 @@ Verdict rules (issue #10; alpha = 0.05, one-sided, every quantity in the record)
     "replicated" when the oriented log ratio reaches the SESOI, else "not replicated".
 11. Provenance: each arm's commit (and code path, where the runs record one) is compared; a comparison
     whose runs come from different commits or uncommitted code is flagged in the record.
-Other verdicts: "not run" (`not_run`, or its results are absent: the reason names what is missing),
+Other verdicts: "not run" (`not_run`, or its results are absent, or its aggregate was made under an earlier
+design than experiments/<exp>.yaml now states (seeds, labels, budget or tuning): the reason names which),
 "baseline failed" (the task's sanity gate failed; nothing is compared). `derived_from` (a summary claim):
 "not replicated" if any part is, "replicated" if every part is, "not run" if no part was measured, else
 "inconclusive". Paired seed wins are oriented by the metric's better direction (by the claimed direction
@@ -293,6 +294,31 @@ def load_claims(path: str | Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ sources
 _ONLY = "__only_experiments__"  # cache key: the experiments of this study (None: all)
+_EXPDIR = "__experiments_dir__"  # cache key: where experiments/<name>.yaml are (None: not checked)
+#: What an aggregate must share with its experiment's current YAML to be judged under it.
+_DESIGN_KEYS = ("seeds", "labels", "budget", "tuning")
+
+
+def _stale_reason(agg: dict, experiments_dir: Path | None, experiment: str, task: str) -> str | None:
+    """Why an aggregate was made under another design than experiments/<experiment>.yaml now states
+    (seeds, labels, budget or tuning differ), or None where they agree or the YAML is not at hand."""
+    f = Path(experiments_dir) / f"{experiment}.yaml" if experiments_dir else None
+    if f is None or not f.exists():
+        return None
+    from optirep.report.aggregate import load_experiment  # the reader the aggregate stage used
+
+    cfg = load_experiment(f)
+    tcfg = (cfg.get("tasks") or {}).get(task)
+    if tcfg is None:
+        return f"task {task!r} is no longer in {f}"
+    now = {"seeds": list(cfg.get("seeds") or []), "labels": list(tcfg.get("optimizers") or []),
+           "budget": {k: tcfg.get(k) for k in ("steps", "epochs", "batch_size") if k in tcfg},
+           "tuning": cfg.get("tuning")}
+    differ = [k for k in _DESIGN_KEYS if agg.get(k) != now[k]]
+    if not differ:
+        return None
+    return (f"its {', '.join(differ)} differ from {f} ({'; '.join(f'{k}: {agg.get(k)!r} vs now {now[k]!r}' for k in differ)}); "
+            "the aggregate is from an earlier design of the experiment, rerun it")
 
 
 def _load_agg(results_root: Path, experiment: str, task: str, cache: dict) -> tuple[Path, dict | None]:
@@ -301,7 +327,12 @@ def _load_agg(results_root: Path, experiment: str, task: str, cache: dict) -> tu
     if only is not None and experiment not in only:
         return path, None  # another study's results never leak into this one's verdicts
     if path not in cache:
-        cache[path] = read_json(path) if path.exists() else None
+        agg = read_json(path) if path.exists() else None
+        if agg is not None:
+            stale = _stale_reason(agg, cache.get(_EXPDIR), experiment, task)
+            if stale is not None:
+                agg = {"stale": stale}
+        cache[path] = agg
     return path, cache[path]
 
 
@@ -315,6 +346,8 @@ def _arm_from_aggregate(results_root: Path, spec: dict, role: str, cache: dict) 
     path, agg = _load_agg(results_root, spec["experiment"], task, cache)
     if agg is None:
         return {"missing": f"no results yet for {spec['experiment']}/{task} (aggregate/{path.name} absent)"}
+    if "stale" in agg:
+        return {"missing": f"{path}: {agg['stale']}"}
     label = spec[role]
     if label not in agg["per_label"]:
         return {"missing": f"{role} label {label!r} not in {path} (labels: {', '.join(agg['per_label'])})"}
@@ -867,7 +900,7 @@ def evaluate(doc: dict, results_root: str | Path, alpha: float | None = None,
     power, budget = design.get("power", POWER), design.get("seed_budget", SEED_BUDGET)
     results_root = Path(results_root)
     experiments_dir = Path(experiments_dir) if experiments_dir else None
-    cache: dict = {_ONLY: set(only) if only is not None else None}
+    cache: dict = {_ONLY: set(only) if only is not None else None, _EXPDIR: experiments_dir}
     records: dict[str, dict] = {}
     full: dict[str, dict] = {}
     for claim in doc["claims"]:
@@ -995,7 +1028,7 @@ def full_scale_cost(experiments_dir: Path | None, full: dict, reduced: dict, res
                for lab in task["optimizers"])
     _, agg = _load_agg(results_root, reduced["experiment"], reduced["task"], cache)
     rtask = rcfg.get("tasks", {}).get(reduced["task"])
-    if agg is None or rtask is None:
+    if agg is None or "stale" in agg or rtask is None:
         return None
     per_step = [as_float(x) for info in agg["per_label"].values() for x in info["values"].get("time_per_step_s", [])]
     per_step = [x for x in per_step if math.isfinite(x)]
