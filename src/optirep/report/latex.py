@@ -289,7 +289,7 @@ def claims_table(claims: dict) -> str:
                      rf"{escape(rec['statement'])} \emph{{Seed: {escape((rec.get('seed_value') or {}).get('text'))}.}} "
                      rf"Headline: {headline} ({scale}).}} \\*")
         if not qs:
-            why = escape(rec.get("why"))
+            why = _breakable_path(rec.get("why"))
             lines.append(rf"\multicolumn{{6}}{{@{{}}p{{\linewidth}}@{{}}}}{{\quad {why}}} \\ \midrule")
             continue
         for key, name in ct.QUESTIONS:
@@ -308,7 +308,8 @@ def claims_table(claims: dict) -> str:
                 comp += rf" ({escape(q['task'])} minus {escape(q['interaction_with']['task'])})"
             label = escape(name) + (" (a)" if key == "replication" else " (b)")
             if "n_method" not in q:
-                lines.append(rf"{label} & {comp} & \multicolumn{{4}}{{p{{0.6\linewidth}}}}{{{escape(ct.verdict_text(q))}}} \\*")
+                lines.append(rf"{label} & {comp} & \multicolumn{{4}}{{>{{\raggedright\arraybackslash}}p{{0.6\linewidth}}}}"
+                             rf"{{{_breakable_path(ct.verdict_text(q))}}} \\*")
                 continue
             lines.append(rf"{label} & {comp} & {escape(ct.effect_text(q))} & {escape(ct.target_text(q))} & "
                          rf"{escape(ct.stats_text(q))} & {_verdict_tex(q.get('verdict'), bold=key == 'attribution')} \\*")
@@ -318,8 +319,9 @@ def claims_table(claims: dict) -> str:
 
 
 def _s(text: Any) -> str:
-    """Escaped text without a trailing period (the template adds its own)."""
-    return escape(str(text or "").strip().rstrip("."))
+    """Escaped text without a trailing period (the template adds its own), breakable after `/` and `_`
+    (the reasons name result files)."""
+    return _breakable_path(str(text or "").strip().rstrip("."))
 
 
 def _question_text(name: str, q: dict) -> str:
