@@ -356,17 +356,27 @@ def test_lr_matched_control_can_overturn_attribution_and_provenance_is_flagged(t
 
 
 def test_runs_of_different_code_paths_are_flagged(tmp_path):
-    def prov(path):
-        return [{"seed": s, "git_sha": "abc", "code_path": path} for s in range(5)]
+    def prov(*paths):
+        return [{"seed": s, "git_sha": "abc", "code_path": paths[s % len(paths)]} for s in range(5)]
+
+    def flags(method: dict, baseline: dict) -> list:
+        write_agg(tmp_path, "synth", "clf", {"adamw": {**_label(BASE), **baseline}, "bio": {**_label(gain), **method}})
+        out, r = _eval(tmp_path, c)
+        assert r["V6-1"]["verdict"] == "replicated"  # a flag, not a verdict change
+        return r["V6-1"]["questions"]["attribution"]["provenance"]["flags"]
 
     gain = [b + 0.05 + d for b, d in zip(BASE, [0, .002, -.002, .001, 0])]
-    write_agg(tmp_path, "synth", "clf", {"adamw": {**_label(BASE), "provenance": prov("torch")},
-                                         "bio": {**_label(gain), "provenance": prov("compiled")}})
     c = _claim(claimed={"carry": "absolute", "effect": 0.05}, replication={"method": "bio", "baseline": "adamw"})
-    out, r = _eval(tmp_path, c)
-    p = r["V6-1"]["questions"]["attribution"]["provenance"]
-    assert p["flags"] == ["different code paths (compiled vs torch)"] and p["note"] is None
-    assert r["V6-1"]["verdict"] == "replicated"  # a flag, not a verdict change
+    # two optimizers, each on its own path: by design, not flagged
+    assert flags({"provenance": prov("compiled"), "optimizer": "biostatis_v6"},
+                 {"provenance": prov("torch"), "optimizer": "adamw"}) == []
+    # one optimizer on two paths in the two arms, or one arm whose seeds took two paths: flagged
+    assert flags({"provenance": prov("compiled"), "optimizer": "neuroplastic"},
+                 {"provenance": prov("foreach"), "optimizer": "neuroplastic"}) == [
+        "one optimizer on different code paths (compiled vs foreach)"]
+    assert flags({"provenance": prov("compiled", "foreach"), "optimizer": "biostatis_v6"},
+                 {"provenance": prov("torch"), "optimizer": "adamw"}) == [
+        "an arm's runs took different code paths (compiled/foreach)"]
 
 
 def test_direction_only_claim_and_unequal_tuning_note(tmp_path):

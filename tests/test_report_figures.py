@@ -64,6 +64,23 @@ def test_loss_band_is_the_t_interval_over_seeds(drawn):
     assert loss_ax.get_yscale() == "linear"
 
 
+def test_runs_evaluated_once_get_a_point_and_interval_per_label(drawn):
+    # eval_every = steps (the ResNet-18 proxy): one logged point per run; a line through it would not show
+    agg = _agg()
+    for info in agg["per_label"].values():
+        for c in info["curves"]:
+            c.update(step=[250], val_metric=c["val_metric"][-1:], train_loss=c["train_loss"][-1:])
+    assert figures.fig_curves(agg, "unused")
+    loss_ax = drawn[-1].axes[1]
+    a = np.array(LOSS_A)[:, -1]
+    # errorbar: the marker line holds the mean, the bar the t-interval of the seeds
+    marks = [ln for ln in loss_ax.get_lines() if ln.get_marker() == "o"]
+    assert len(marks) == 2 and marks[0].get_ydata()[0] == pytest.approx(a.mean())
+    bar = [c for c in loss_ax.collections if isinstance(c, mcoll.LineCollection)][0].get_segments()[0]
+    assert (bar[0][1], bar[1][1]) == pytest.approx(st.t.interval(0.95, df=2, loc=a.mean(), scale=st.sem(a)))
+    assert "the only evaluation" in loss_ax.get_xlabel()
+
+
 def test_a_diverged_run_gets_a_log_loss_axis_and_nonfinite_values_do_not_break_it(drawn):
     blown = [[2.0, 1e15, 1e31], [2.1, 1.4, 1.1], [1.9, None, float("inf")]]
     assert figures.fig_curves(_agg(loss_b=blown), "unused")

@@ -129,3 +129,20 @@ def test_analysis_scripts_build_a_paper_that_uses_only_macros(agg, tmp_path):
                            cwd=tmp_path / "paper", capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stdout[-2000:]
         assert (tmp_path / "paper" / "ms.pdf").stat().st_size > 10_000
+
+
+def test_limitations_count_measured_pending_and_unavailable_claims_apart():
+    q = {"verdict": "inconclusive", "planned_n": 10, "experiment": "e", "task": "t"}
+    recs = [
+        {"id": "NP-1", "verdict": "inconclusive", "scale": "seed scale, CPU", "proxy": "the seed's setup on CPU",
+         "questions": {"attribution": q}, "why": "w"},
+        {"id": "PW-1", "verdict": "not run", "questions": {"attribution": {"verdict": "not run", "planned_n": 5}},
+         "why": "no results yet for e/t (aggregate/t.json absent)"},
+        {"id": "V6-3", "verdict": "not run", "why": "needs CIFAR-100"},
+    ]
+    text = latex.limitations_section({"claims": recs})
+    scale = text.split(r"\paragraph{Proxies.}")[0]
+    assert "at seed scale, CPU: 1 claims with 10 seeds per arm" in scale
+    assert "1 claims whose test is specified have no results here (PW-1)" in scale
+    assert "1 claims were not run (V6-3): their data" in scale
+    assert "PW-1:" not in text.split(r"\paragraph{Proxies.}")[1]  # a claim without results has no stand-in to describe

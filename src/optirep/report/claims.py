@@ -54,7 +54,8 @@ Verdict rules (issue #10; alpha = 0.05, one-sided, every quantity in the record)
 10. Deterministic quantities (`deterministic: true`, e.g. state bytes) are exact ratios, not tested:
     "replicated" when the oriented log ratio reaches the SESOI, else "not replicated".
 11. Provenance: each arm's commit (and code path, where the runs record one) is compared; a comparison
-    whose runs come from different commits or uncommitted code is flagged in the record.
+    whose runs come from different commits or uncommitted code, one of whose arms mixes code paths, or
+    whose two arms run one optimizer on different paths, is flagged in the record.
 Other verdicts: "not run" (`not_run`, or its results are absent, or its aggregate was made under an earlier
 design than experiments/<exp>.yaml now states (seeds, labels, budget or tuning): the reason names which),
 "baseline failed" (the task's sanity gate failed; nothing is compared). `derived_from` (a summary claim):
@@ -363,7 +364,7 @@ def _arm_from_aggregate(results_root: Path, spec: dict, role: str, cache: dict) 
     return {"values": values, "seeds": list(info["seeds"]), "failure_reasons": reasons, "per_run": "provenance" in info,
             "failed": [r is not None for r in reasons], "tuned": tuning is not None,
             "n_trials": len((tuning or {}).get("trials") or []), "hp": info.get("hp"), "provenance": prov,
-            "path": str(path), "agg": agg}
+            "optimizer": info.get("optimizer"), "path": str(path), "agg": agg}
 
 
 #: timing-record key of each metric a `source: timing` comparison may name
@@ -404,7 +405,7 @@ def _arm_from_timing(results_root: Path, spec: dict, role: str, cache: dict) -> 
            "timing_hardware": rec.get("hardware")}
     return {"values": values, "seeds": rounds, "failure_reasons": [None] * len(values), "per_run": True,
             "failed": [False] * len(values), "tuned": False, "n_trials": 0, "hp": info.get("hp"),
-            "provenance": prov, "path": str(path), "agg": agg}
+            "provenance": prov, "optimizer": info.get("optimizer"), "path": str(path), "agg": agg}
 
 
 def _arm_id(entry: str, info: dict | None = None) -> tuple | None:
@@ -553,8 +554,13 @@ def _provenance(m: dict, b: dict) -> dict:
     if any(c.endswith("-dirty") for c in cm + cb):
         flags.append("some runs from uncommitted code (-dirty)")
     pm, pb = paths(m), paths(b)
-    if pm and pb and pm != pb:
-        flags.append(f"different code paths ({'/'.join(pm)} vs {'/'.join(pb)})")
+    # Two optimizers run on their own paths by design (V6 compiled vs torch's AdamW); what a reader must
+    # see is one arm whose runs took different paths, or one optimizer on two paths in the two arms.
+    mixed = [f"{'/'.join(a)}" for a in (pm, pb) if len(a) > 1]
+    if mixed:
+        flags.append(f"an arm's runs took different code paths ({'; '.join(mixed)})")
+    elif pm and pb and pm != pb and m.get("optimizer") == b.get("optimizer"):
+        flags.append(f"one optimizer on different code paths ({'/'.join(pm)} vs {'/'.join(pb)})")
     per_run = m.get("per_run") and b.get("per_run")
     return {"method_commits": cm, "baseline_commits": cb, "method_code_paths": pm or ["not recorded"],
             "baseline_code_paths": pb or ["not recorded"], "flags": flags,

@@ -138,6 +138,10 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
         log = col == "train_loss" and log_loss
         if log:
             ax.set_yscale("log")
+        if bands["step"].nunique() == 1:  # one evaluation per run (eval_every = steps): no curve to draw
+            _final_only(ax, bands, labels, colors)
+            ax.set_ylabel(ylabel)
+            continue
         for label in labels:
             b = bands[bands["optimizer"] == label]
             if b.empty:
@@ -166,6 +170,21 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
         note += "; thin lines = seeds where the interval reaches <= 0"
     fig.suptitle(f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}", fontsize=7)
     return _save(fig, stem)
+
+
+def _final_only(ax, bands: pd.DataFrame, labels: list, colors: dict) -> None:
+    """A panel whose runs logged one point each (the final step): mean and 95% t-interval per label,
+    side by side (a line through one point would not show)."""
+    for i, label in enumerate(labels):
+        b = bands[bands["optimizer"] == label]
+        if b.empty:
+            continue
+        m, lo, hi = (float(b[k].iloc[0]) for k in ("mean", "ci_low", "ci_high"))
+        err = [[m - lo], [hi - m]] if math.isfinite(lo) and math.isfinite(hi) else None
+        ax.errorbar([i], [m], yerr=err, fmt="o", ms=3, capsize=2, lw=1.0, color=colors[label], label=label)
+    ax.set_xticks([])
+    ax.set_xlim(-0.7, len(labels) - 0.3)
+    ax.set_xlabel(f"step {int(bands['step'].iloc[0])}, the only evaluation of each run")
 
 
 def lr_frame(agg: dict, hp: str = "lr") -> pd.DataFrame:

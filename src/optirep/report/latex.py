@@ -406,20 +406,27 @@ def _ids(recs: list[dict]) -> str:
 
 def limitations_section(claims: dict) -> str:
     """Scale, proxies, what each "not replicated" does and does not say: generated from the records."""
-    recs = [r for r in claims["claims"] if r.get("questions")]
+    recs = [r for r in claims["claims"] if r.get("questions") and r["verdict"] != "not run"]
     scales = sorted({r.get("scale") for r in recs if r.get("scale")})
     not_run = [r for r in claims["claims"] if r["verdict"] == "not run"]
-    out = [r"\section{Limitations}\label{sec:limitations}",
-           rf"\paragraph{{Scale.}} Every measured verdict here is at {escape('; '.join(scales) or 'no scale')}: "
-           rf"{len(recs)} claims on small proxies of the seeds' setups with "
-           rf"{_range_n(recs)} seeds per arm. {len(not_run)} claims were not run ({_ids(not_run)}): their data, "
-           r"hardware or setup was not available; the full-scale GPU study that would test them is specified but not run."]
+    pending = [r for r in not_run if r.get("questions")]  # a test is specified; its results are not (yet) here
+    unavailable = [r for r in not_run if not r.get("questions")]
+    scale = (rf"\paragraph{{Scale.}} Every measured verdict here is at {escape('; '.join(scales) or 'no scale')}: "
+             rf"{len(recs)} claims with {_range_n(recs)} seeds per arm (seed scale: the seed's own data, model and "
+             r"training length; reduced scale: a proxy of its setup, described below).")
+    if pending:
+        scale += (rf" {len(pending)} claims whose test is specified have no results here ({_ids(pending)}): their "
+                  r"experiment has not run yet, or ran under an earlier design (each reason is in Section~\ref{sec:claims}).")
+    if unavailable:
+        scale += (rf" {len(unavailable)} claims were not run ({_ids(unavailable)}): their data, hardware or setup was "
+                  r"not available; the full-scale GPU study that would test them is specified but not run.")
+    out = [r"\section{Limitations}\label{sec:limitations}", scale]
     proxies = [r for r in recs if r.get("proxy")]
     if proxies:
         items = "; ".join(rf"{escape(r['id'])}: {_s(r['proxy'])}" for r in proxies)
-        out.append(rf"\paragraph{{Proxies.}} Each claim is measured on a stand-in for the seed's setting ({items}). "
-                   r"A verdict is about the stand-in; the carry-over rule of each claim states how the seed's "
-                   r"effect was translated into the stand-in's units.")
+        out.append(rf"\paragraph{{Proxies.}} What each claim is measured on ({items}). Where that is a stand-in "
+                   r"for the seed's setting, a verdict is about the stand-in; the carry-over rule of each claim states "
+                   r"how the seed's effect was translated into the stand-in's units.")
     invalid = [r for r in recs if r["verdict"] == "not tested (proxy invalid)"]
     if invalid:
         out.append(r"\paragraph{Proxies that fail their validity gate.} " + " ".join(
@@ -438,9 +445,8 @@ def limitations_section(claims: dict) -> str:
     flagged = [r for r in recs if any(ct.flags(q) for q in r["questions"].values())]
     if flagged:
         out.append(rf"\paragraph{{Provenance.}} The comparisons of {len(flagged)} claims ({_ids(flagged)}) mix runs from "
-                   r"different commits, from uncommitted code, or from unequally tuned arms (marked in "
-                   r"Table~\ref{tab:claims}); the committed aggregates record one commit per arm, so a code change "
-                   r"between arms cannot be ruled out for them.")
+                   r"different commits, from uncommitted code or from different code paths of one optimizer, or "
+                   r"compare unequally tuned arms (each marked in Table~\ref{tab:claims} with its reason).")
     return "\n\n".join(out) + "\n"
 
 
