@@ -327,6 +327,15 @@ def tuning_view(tuning: dict | None) -> dict | None:
     }
 
 
+def task_design(cfg: dict, task: str) -> dict[str, Any]:
+    """What an aggregate records of the design it was made under: seeds, labels, budget, tuning
+    (optirep.report.claims judges an aggregate only while these still match the experiment's YAML)."""
+    tcfg = cfg["tasks"][task]
+    return {"seeds": list(cfg.get("seeds") or []), "labels": list(tcfg.get("optimizers") or []),
+            "budget": {k: tcfg.get(k) for k in ("steps", "epochs", "batch_size") if k in tcfg},
+            "tuning": cfg.get("tuning")}
+
+
 def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     """Everything the report needs about one task, as a JSON-ready dict."""
     results = Path(results)
@@ -417,9 +426,7 @@ def aggregate_task(cfg: dict, results: str | Path, task: str) -> dict[str, Any]:
     return {
         "experiment": cfg.get("name"), "scale": cfg.get("scale"), "gpu_estimate": cfg.get("gpu_estimate"),
         "task": task, "dataset": tcfg.get("dataset"), "model": tcfg.get("model"),
-        "budget": {k: tcfg.get(k) for k in ("steps", "epochs", "batch_size") if k in tcfg},
-        "metric": metric, "higher_is_better": hib, "seeds": seeds, "labels": labels, "baseline": base,
-        "tuning": cfg.get("tuning"), "alpha": ALPHA,
+        **task_design(cfg, task), "metric": metric, "higher_is_better": hib, "baseline": base, "alpha": ALPHA,
         "gate": gate, "gate_passed": bool(gate["passed"]),
         "target": {"value": target, "metric": "val_metric",
                    "rule": f"median best_val of baseline {base!r} over its {len(base_best)} finite seeds"},

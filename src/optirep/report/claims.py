@@ -296,8 +296,6 @@ def load_claims(path: str | Path) -> dict:
 # ------------------------------------------------------------------------------------------ sources
 _ONLY = "__only_experiments__"  # cache key: the experiments of this study (None: all)
 _EXPDIR = "__experiments_dir__"  # cache key: where experiments/<name>.yaml are (None: not checked)
-#: What an aggregate must share with its experiment's current YAML to be judged under it.
-_DESIGN_KEYS = ("seeds", "labels", "budget", "tuning")
 
 
 def _stale_reason(agg: dict, experiments_dir: Path | None, experiment: str, task: str) -> str | None:
@@ -306,16 +304,13 @@ def _stale_reason(agg: dict, experiments_dir: Path | None, experiment: str, task
     f = Path(experiments_dir) / f"{experiment}.yaml" if experiments_dir else None
     if f is None or not f.exists():
         return None
-    from optirep.report.aggregate import load_experiment  # the reader the aggregate stage used
+    from optirep.report.aggregate import load_experiment, task_design  # as the aggregate stage reads it
 
     cfg = load_experiment(f)
-    tcfg = (cfg.get("tasks") or {}).get(task)
-    if tcfg is None:
+    if task not in (cfg.get("tasks") or {}):
         return f"task {task!r} is no longer in {f}"
-    now = {"seeds": list(cfg.get("seeds") or []), "labels": list(tcfg.get("optimizers") or []),
-           "budget": {k: tcfg.get(k) for k in ("steps", "epochs", "batch_size") if k in tcfg},
-           "tuning": cfg.get("tuning")}
-    differ = [k for k in _DESIGN_KEYS if agg.get(k) != now[k]]
+    now = task_design(cfg, task)
+    differ = [k for k in now if agg.get(k) != now[k]]
     if not differ:
         return None
     return (f"its {', '.join(differ)} differ from {f} ({'; '.join(f'{k}: {agg.get(k)!r} vs now {now[k]!r}' for k in differ)}); "
