@@ -95,6 +95,34 @@ def test_a_diverged_run_gets_a_log_loss_axis_and_nonfinite_values_do_not_break_i
     assert drawn[-1].axes[1].get_yscale() == "log"
 
 
+def test_an_accuracy_band_outside_0_1_is_not_drawn_and_the_seeds_are(drawn):
+    # two seeds learn, one fails (EnhancedSGD on MNIST): the t-interval at the last step reaches above 1
+    agg = _agg()
+    acc = [[0.50, 0.90, 0.98], [0.50, 0.92, 0.97], [0.50, 0.10, 0.10]]
+    for c, v in zip(agg["per_label"]["b"]["curves"], acc):
+        c["val_metric"] = v
+    figures.fig_curves(agg, "unused")
+    fig = drawn[-1]
+    val_ax = fig.axes[0]
+    polys = [c for c in val_ax.collections if isinstance(c, mcoll.PolyCollection)]
+    assert all(p.get_paths()[0].vertices[:, 1].max() <= 1.0 for p in polys)
+    seed_lines = [ln for ln in val_ax.get_lines() if ln.get_linewidth() == pytest.approx(0.4)]
+    assert sorted(tuple(ln.get_ydata()) for ln in seed_lines) == sorted(map(tuple, acc))
+    assert "outside the metric's range" in fig._suptitle.get_text()
+    # a label whose band stays inside [0, 1] keeps its band and gets no seed lines
+    figures.fig_curves(_agg(), "unused")
+    assert not [ln for ln in drawn[-1].axes[0].get_lines() if ln.get_linewidth() == pytest.approx(0.4)]
+    assert "thin lines" not in drawn[-1]._suptitle.get_text()
+
+
+def test_band_drawable_rule():
+    import pandas as pd
+    b = pd.DataFrame({"ci_low": [-0.1, 0.2, 0.5, 0.0], "ci_high": [0.5, 0.9, 1.2, 1.0]})
+    assert figures.band_drawable(b, False, (0.0, 1.0)).tolist() == [False, True, False, True]
+    assert figures.band_drawable(b, True).tolist() == [False, True, True, False]
+    assert figures.band_drawable(b, False).tolist() == [True] * 4
+
+
 def test_needs_log_axis_rule():
     agg = _agg()
     assert not figures.needs_log_axis(agg, [0.1, 2.3, 50.0])

@@ -114,12 +114,28 @@ def _outside_legend(fig, handles, labels, ncol: int) -> None:
                frameon=False, handlelength=1.5, columnspacing=1.0)
 
 
+# The values a task metric can take (closed interval): a t-interval reaching past them (seeds that
+# failed next to seeds that learned give 68.6 +- 20.1 % accuracy, a band above 100 %) is not drawn.
+METRIC_RANGE = {"accuracy": (0.0, 1.0), "pixel_accuracy": (0.0, 1.0), "miou": (0.0, 1.0),
+                "perplexity": (1.0, math.inf), "recon_mse": (0.0, math.inf)}
+
+
+def band_drawable(b: pd.DataFrame, log: bool, value_range=(-math.inf, math.inf)) -> np.ndarray:
+    """Per row of a `curve_bands` frame: whether its interval [ci_low, ci_high] can be drawn as a band,
+    i.e. lies inside `value_range` and, on a log axis, has a lower end > 0."""
+    lo, hi = b["ci_low"].to_numpy(float), b["ci_high"].to_numpy(float)
+    ok = (lo >= value_range[0]) & (hi <= value_range[1])
+    return ok & (lo > 0) if log else ok
+
+
 def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
     """Validation metric and train loss against step: mean over seeds with the 95% t-interval band.
 
-    The train-loss panel is log-scaled when `needs_log_axis` says so; on a log axis, where a band's
-    lower end is <= 0 the band is left out and that label's seeds are drawn as thin lines (said in
-    the title). Non-finite values are dropped (counted in the title); the legend sits under the panels.
+    The train-loss panel is log-scaled when `needs_log_axis` says so. Where a band cannot be drawn
+    (`band_drawable`: on a log axis its lower end is <= 0; on the metric panel it leaves the metric's
+    range, METRIC_RANGE, e.g. accuracy above 1 when some seeds failed) the band is left out and that
+    label's seeds are drawn as thin lines (said in the title). Non-finite values are dropped (counted
+    in the title); the legend sits under the panels.
     """
     df = curves_frame(agg)
     if df.empty or df[["val_metric", "train_loss"]].isna().all().all():
@@ -147,9 +163,10 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
             if b.empty:
                 continue
             ax.plot(b["step"], b["mean"], color=colors[label], lw=1.0, label=label)
-            # On a log axis an interval reaching <= 0 has no drawable lower end: there the band is
-            # left out and the label's seeds are drawn as thin lines instead.
-            ok = (b["ci_low"] > 0).to_numpy() if log else np.ones(len(b), bool)
+            # An interval that reaches <= 0 on a log axis, or leaves the metric's range, is not drawn
+            # as a band: the label's seeds are drawn as thin lines instead.
+            rng = METRIC_RANGE.get(agg.get("metric"), (-math.inf, math.inf)) if col == "val_metric" else (-math.inf, math.inf)
+            ok = band_drawable(b, log, rng)
             ax.fill_between(b["step"], b["ci_low"], b["ci_high"], where=ok, color=colors[label],
                             alpha=0.2, lw=0)
             if not ok.all():
@@ -167,7 +184,7 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
     dropped = int(np.sum(~np.isfinite(np.asarray(raw_loss, dtype=float))))
     note = f"; {dropped} non-finite loss values not drawn" if dropped else ""
     if seeds_drawn:
-        note += "; thin lines = seeds where the interval reaches <= 0"
+        note += "; thin lines = seeds where the band cannot be drawn (<= 0 on a log axis, or outside the metric's range)"
     fig.suptitle(f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}", fontsize=7)
     return _save(fig, stem)
 
