@@ -146,3 +146,22 @@ def test_limitations_count_measured_pending_and_unavailable_claims_apart():
     assert "1 claims whose test is specified have no results here (PW-1)" in scale
     assert "1 claims were not run (V6-3): their data" in scale
     assert "PW-1:" not in text.split(r"\paragraph{Proxies.}")[1]  # a claim without results has no stand-in to describe
+
+
+def test_conclusion_counts_claims_judged_by_their_own_test_apart_from_derived_ones():
+    # V6-13 is judged from V6-9/V6-10/V6-11 (`parts`, no questions of its own): the conclusion's total
+    # must add up to the limitations' count of measured claims plus the derived ones
+    q = {"verdict": "inconclusive", "planned_n": 10, "experiment": "e", "task": "t"}
+    recs = [
+        {"id": "V6-9", "optimizer": "BiostatisV6", "verdict": "not replicated", "scale": "reduced scale, CPU",
+         "questions": {"attribution": q}, "why": "w"},
+        {"id": "V6-13", "optimizer": "BiostatisV6", "verdict": "not replicated", "parts": ["V6-9"], "why": "w"},
+        {"id": "V6-3", "optimizer": "BiostatisV6", "verdict": "not run", "why": "needs CIFAR-100"},
+    ]
+    claims_doc = {"claims": recs, "n_claims": 3, "counts": {"not replicated": 2, "not run": 1}}
+    text = latex.conclusion_section(claims_doc)
+    assert "Of 3 claims, 2 have a verdict here (1 from a test of their own" in text
+    assert "1 derived from other claims' verdicts: V6-13)" in text
+    assert "at reduced scale, CPU: 1 claims" in latex.limitations_section(claims_doc)
+    recs.pop(1)
+    assert "Of 3 claims, 1 has a verdict here. Headline" in latex.conclusion_section(claims_doc)

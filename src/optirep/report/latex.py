@@ -460,9 +460,13 @@ def conclusion_section(claims: dict) -> str:
     by_opt: dict[str, list[dict]] = {}
     for r in claims["claims"]:
         by_opt.setdefault(r["optimizer"].split(" (")[0], []).append(r)
+    decided = [r for r in claims["claims"] if r["verdict"] != "not run"]
+    derived = [r for r in decided if not r.get("questions")]  # judged from other claims' verdicts (`parts`)
     lines = [r"\section{Conclusion}\label{sec:conclusion}",
-             rf"Of {claims['n_claims']} claims, {claims['n_claims'] - claims['counts'].get('not run', 0)} could be judged "
-             rf"here. Headline verdicts (b): " + escape(", ".join(f"{n} {v}" for v, n in claims["counts"].items() if n)) +
+             rf"Of {claims['n_claims']} claims, {len(decided)} {'has' if len(decided) == 1 else 'have'} a verdict here"
+             + (rf" ({len(decided) - len(derived)} from a test of their own, as counted in Section~\ref{{sec:limitations}}, "
+                rf"and {len(derived)} derived from other claims' verdicts: {_ids(derived)})" if derived else "")
+             + r". Headline verdicts (b): " + escape(", ".join(f"{n} {v}" for v, n in claims["counts"].items() if n)) +
              r". With the seeds' own settings (a): " +
              escape(", ".join(f"{n} {v}" for v, n in (claims.get("replication_counts") or {}).items() if n) or "none") + ".",
              r"\begin{itemize}"]
