@@ -35,7 +35,8 @@ def test_bench_json_has_a_row_per_candidate(tmp_path, capsys):
     rows = {r["optimizer"]: r for r in data["rows"]}
     torch_rows = [f"torch {f} [{i}]" for f in ("adamw", "sgd") for i in ("for-loop", "foreach", "fused")]
     assert sorted(rows) == sorted(torch_rows + ["adamw", "sgd", "biostatis_v6", "biostatis_v6[compile=False]",
-                                                "neuroplastic", "neuroplastic[compile=False]", "enhanced_sgd"])
+                                                "neuroplastic", "neuroplastic[compile=False]", "enhanced_sgd",
+                                                bench.NOISE_LABEL])
     for name, r in rows.items():
         assert len(r["block_medians_s"]) == 2 and r["median_s"] > 0 and r["ratio_lo"] <= r["ratio"] <= r["ratio_hi"]
         if r["registry"]:
@@ -55,6 +56,16 @@ def test_bench_json_has_a_row_per_candidate(tmp_path, capsys):
     assert (rows["neuroplastic"]["target_ref"], rows["neuroplastic"]["target_max"]) == ("fused adamw", 1.3)
     assert (rows["enhanced_sgd"]["target_ref"], rows["enhanced_sgd"]["target_max"]) == ("fused sgd", 4.0)
     assert "target_max" not in rows["adamw"]
+    # the floor each algorithm sets: memory traffic for V6 / NeuroPlastic, the noise draw (its own row) for ESGD
+    assert (v6f := rows["biostatis_v6"])["floor_kind"] == "traffic" and v6f["floor_ratio"] == 2.0
+    assert rows["neuroplastic"]["floor_ratio"] == 15 / 7
+    noise = rows[bench.NOISE_LABEL]
+    assert noise["reference"] == "sgd" and noise["path"] == "normal_" and noise["registry"] is None
+    esgd = rows["enhanced_sgd"]
+    fused_sgd = rows["torch sgd [fused]"]["block_medians_s"]
+    assert esgd["floor_kind"] == "noise"
+    assert esgd["floor_ratio"] == statistics.median(a / b for a, b in zip(noise["block_medians_s"], fused_sgd))
+    assert "floor_ratio" not in rows["adamw"]
     fused_blocks = rows["torch adamw [fused]"]["block_medians_s"]
     v6 = rows["biostatis_v6"]
     assert v6["target_ratio"] == statistics.median(a / b for a, b in zip(v6["block_medians_s"], fused_blocks))
