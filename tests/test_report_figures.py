@@ -115,6 +115,15 @@ def test_an_accuracy_band_outside_0_1_is_not_drawn_and_the_seeds_are(drawn):
     assert "thin lines" not in drawn[-1]._suptitle.get_text()
 
 
+def test_title_counts_seeds_without_a_finite_curve(drawn):
+    agg = _agg()
+    agg["per_label"]["b"]["curves"][0].update(step=[], val_metric=[], train_loss=[])  # diverged, logged nothing
+    figures.fig_curves(agg, "unused")
+    assert "seeds with a finite validation curve: b 2 of 3" in drawn[-1]._suptitle.get_text()
+    figures.fig_curves(_agg(), "unused")
+    assert "finite validation curve" not in drawn[-1]._suptitle.get_text()
+
+
 def test_band_drawable_rule():
     import pandas as pd
     b = pd.DataFrame({"ci_low": [-0.1, 0.2, 0.5, 0.0], "ci_high": [0.5, 0.9, 1.2, 1.0]})

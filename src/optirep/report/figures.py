@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import textwrap
 from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -87,6 +88,10 @@ def curve_bands(df: pd.DataFrame, col: str) -> pd.DataFrame:
             rows.append({"optimizer": label, "step": step, "n": s["n"], "mean": s["mean"],
                          "ci_low": s["ci_low"], "ci_high": s["ci_high"]})
     return pd.DataFrame(rows, columns=["optimizer", "step", "n", "mean", "ci_low", "ci_high"])
+
+
+#: characters of a 7 pt figure title that fit the text width (TEXT_WIDTH_IN) on one line
+TITLE_CHARS = 140
 
 
 def needs_log_axis(agg: dict, values) -> bool:
@@ -183,9 +188,18 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
     n = sorted({info["n_runs"] for info in agg["per_label"].values()})
     dropped = int(np.sum(~np.isfinite(np.asarray(raw_loss, dtype=float))))
     note = f"; {dropped} non-finite loss values not drawn" if dropped else ""
+    # seeds with no finite validation value (a run that diverged before its first evaluation logs none):
+    # the line and band of such a label average fewer seeds than n, which the title must say
+    drawn_seeds = df.dropna(subset=["val_metric"]).groupby("optimizer")["seed"].nunique()
+    short = [f"{label} {int(drawn_seeds.get(label, 0))} of {info['n_runs']}" for label, info in agg["per_label"].items()
+             if label in labels and int(drawn_seeds.get(label, 0)) < info["n_runs"]]
+    if short:
+        note += "; seeds with a finite validation curve: " + ", ".join(short)
     if seeds_drawn:
-        note += "; thin lines = seeds where the band cannot be drawn (<= 0 on a log axis, or outside the metric's range)"
-    fig.suptitle(f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}", fontsize=7)
+        note += "\nthin lines = seeds where the band cannot be drawn (<= 0 on a log axis, or outside the metric's range)"
+    title = f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}"
+    # wrapped to the figure's width (a longer line widens the saved image beyond the panels)
+    fig.suptitle("\n".join(textwrap.fill(part, TITLE_CHARS) for part in title.split("\n")), fontsize=7)
     return _save(fig, stem)
 
 
