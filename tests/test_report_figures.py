@@ -143,13 +143,34 @@ def test_needs_log_axis_rule():
 def test_legend_is_outside_the_panels_with_one_colour_per_label(drawn):
     agg = _agg()
     agg["labels"] = [f"optimizer_{i}" for i in range(13)]
-    agg["per_label"] = {lab: {**agg["per_label"]["a"]} for lab in agg["labels"]}
+    base = agg["per_label"]["a"]
+    agg["per_label"] = {lab: {**base, "curves": [{**c, "train_loss": [v * (1 + i) for v in c["train_loss"]]}
+                                                for c in base["curves"]]}
+                        for i, lab in enumerate(agg["labels"])}
     figures.fig_curves(agg, "unused")
     fig = drawn[-1]
     assert all(ax.get_legend() is None for ax in fig.axes)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == agg["labels"]
     colours = {tuple(ln.get_color()) for ln in fig.axes[0].get_lines()[:13]}
     assert len(colours) == 13
+
+
+def test_a_label_repeating_another_labels_runs_is_drawn_once_under_both_names(drawn):
+    # adamw_tuned whose tuning picked the published settings trains the published runs exactly
+    agg = _agg()
+    agg["labels"] = ["a", "b", "a_tuned"]
+    agg["per_label"]["a_tuned"] = {**agg["per_label"]["a"]}
+    figures.fig_curves(agg, "unused")
+    fig = drawn[-1]
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["a = a_tuned", "b"]
+    assert len([ln for ln in fig.axes[1].get_lines() if len(ln.get_ydata())]) == 2
+    assert "identical runs, drawn once" in fig._suptitle.get_text()
+    # one value apart (a NaN where the other has a number) is not identical: both drawn
+    agg["per_label"]["a_tuned"] = {**agg["per_label"]["a"], "curves": [dict(c) for c in agg["per_label"]["a"]["curves"]]}
+    agg["per_label"]["a_tuned"]["curves"][2]["train_loss"] = [1.8, 0.9, None]
+    figures.fig_curves(agg, "unused")
+    assert [t.get_text() for t in drawn[-1].legends[0].get_texts()] == ["a", "b", "a_tuned"]
+    assert "identical runs" not in drawn[-1]._suptitle.get_text()
 
 
 def test_erank_interval_is_the_aggregates_and_the_axis_does_not_start_at_zero(drawn):

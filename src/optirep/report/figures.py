@@ -125,6 +125,27 @@ METRIC_RANGE = {"accuracy": (0.0, 1.0), "pixel_accuracy": (0.0, 1.0), "miou": (0
                 "perplexity": (1.0, math.inf), "recon_mse": (0.0, math.inf)}
 
 
+def identical_labels(df: pd.DataFrame, labels) -> dict:
+    """{label: the earlier label whose runs it repeats value for value}, from a `curves_frame`.
+
+    Two labels are identical when they logged the same seeds and steps with equal validation metric
+    and train loss everywhere (NaN matching NaN). A tuned label whose tuning selected the published
+    settings trains exactly the published runs; drawn twice, the later line hides the earlier one and
+    its legend entry points at nothing, so `fig_curves` draws it once under both names.
+    """
+    labels = list(labels)
+    cols = ["seed", "step", "val_metric", "train_loss"]
+    runs = {lab: df[df["optimizer"] == lab].sort_values(["seed", "step"])[cols].reset_index(drop=True)
+            for lab in labels}
+    same = {}
+    for i, lab in enumerate(labels):
+        for prev in labels[:i]:
+            if prev not in same and not runs[lab].empty and runs[lab].equals(runs[prev]):
+                same[lab] = prev
+                break
+    return same
+
+
 def band_drawable(b: pd.DataFrame, log: bool, value_range=(-math.inf, math.inf)) -> np.ndarray:
     """Per row of a `curve_bands` frame: whether its interval [ci_low, ci_high] can be drawn as a band,
     i.e. lies inside `value_range` and, on a log axis, has a lower end > 0."""
@@ -147,6 +168,10 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
         return []
     labels = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
     colors = label_palette(labels)
+    # a label repeating an earlier one's runs is drawn once, its legend entry naming both
+    repeats = identical_labels(df, labels)
+    names_of = {lab: " = ".join([lab] + [r for r, p in repeats.items() if p == lab]) for lab in labels}
+    labels = [lab for lab in labels if lab not in repeats]
     sns.set_theme(style="whitegrid", context="paper")
     fig, axes = plt.subplots(1, 2, figsize=(TEXT_WIDTH_IN, 2.5), layout="constrained")
     raw_loss = [as_float(v) for info in agg["per_label"].values() for c in info.get("curves", [])
@@ -160,14 +185,14 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
         if log:
             ax.set_yscale("log")
         if bands["step"].nunique() == 1:  # one evaluation per run (eval_every = steps): no curve to draw
-            _final_only(ax, bands, labels, colors)
+            _final_only(ax, bands, labels, colors, names_of)
             ax.set_ylabel(ylabel)
             continue
         for label in labels:
             b = bands[bands["optimizer"] == label]
             if b.empty:
                 continue
-            ax.plot(b["step"], b["mean"], color=colors[label], lw=1.0, label=label)
+            ax.plot(b["step"], b["mean"], color=colors[label], lw=1.0, label=names_of[label])
             # An interval that reaches <= 0 on a log axis, or leaves the metric's range, is not drawn
             # as a band: the label's seeds are drawn as thin lines instead.
             rng = METRIC_RANGE.get(agg.get("metric"), (-math.inf, math.inf)) if col == "val_metric" else (-math.inf, math.inf)
@@ -195,6 +220,8 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
              if label in labels and int(drawn_seeds.get(label, 0)) < info["n_runs"]]
     if short:
         note += "; seeds with a finite validation curve: " + ", ".join(short)
+    if repeats:
+        note += "; a = b: identical runs, drawn once"
     if seeds_drawn:
         note += "\nthin lines = seeds where the band cannot be drawn (<= 0 on a log axis, or outside the metric's range)"
     title = f"{_title(agg)}; n = {'/'.join(map(str, n))} seeds, band = 95% t-interval{note}"
@@ -203,7 +230,7 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
     return _save(fig, stem)
 
 
-def _final_only(ax, bands: pd.DataFrame, labels: list, colors: dict) -> None:
+def _final_only(ax, bands: pd.DataFrame, labels: list, colors: dict, names: dict | None = None) -> None:
     """A panel whose runs logged one point each (the final step): mean and 95% t-interval per label,
     side by side (a line through one point would not show)."""
     for i, label in enumerate(labels):
@@ -212,7 +239,8 @@ def _final_only(ax, bands: pd.DataFrame, labels: list, colors: dict) -> None:
             continue
         m, lo, hi = (float(b[k].iloc[0]) for k in ("mean", "ci_low", "ci_high"))
         err = [[m - lo], [hi - m]] if math.isfinite(lo) and math.isfinite(hi) else None
-        ax.errorbar([i], [m], yerr=err, fmt="o", ms=3, capsize=2, lw=1.0, color=colors[label], label=label)
+        ax.errorbar([i], [m], yerr=err, fmt="o", ms=3, capsize=2, lw=1.0, color=colors[label],
+                    label=(names or {}).get(label, label))
     ax.set_xticks([])
     ax.set_xlim(-0.7, len(labels) - 0.3)
     ax.set_xlabel(f"step {int(bands['step'].iloc[0])}, the only evaluation of each run")
