@@ -113,6 +113,17 @@ def label_palette(labels) -> dict:
     return dict(zip(labels, colors))
 
 
+# Dash patterns cycled over the labels, so a curve drawn over a near-identical one (V6 at lr x gain vs
+# AdamW at the matched lr) leaves the earlier one visible through its gaps.
+LINE_STYLES = ("-", (0, (5, 2)), (0, (1, 1.5)), (0, (6, 2, 1, 2)))
+
+
+def label_linestyles(labels) -> dict:
+    """One dash pattern per label, in `labels` order (LINE_STYLES cycled): with `label_palette`, labels
+    that differ in colour also differ in pattern where curves overlap."""
+    return {lab: LINE_STYLES[i % len(LINE_STYLES)] for i, lab in enumerate(labels)}
+
+
 def _outside_legend(fig, handles, labels, ncol: int) -> None:
     """Legend under the panels, never over the data (13 labels do not fit inside an axis)."""
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=ncol, fontsize=6,
@@ -168,6 +179,7 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
         return []
     labels = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
     colors = label_palette(labels)
+    styles = label_linestyles(labels)
     # a label repeating an earlier one's runs is drawn once, its legend entry naming both
     repeats = identical_labels(df, labels)
     names_of = {lab: " = ".join([lab] + [r for r, p in repeats.items() if p == lab]) for lab in labels}
@@ -192,7 +204,7 @@ def fig_curves(agg: dict, stem: str | Path) -> list[Path]:
             b = bands[bands["optimizer"] == label]
             if b.empty:
                 continue
-            ax.plot(b["step"], b["mean"], color=colors[label], lw=1.0, label=names_of[label])
+            ax.plot(b["step"], b["mean"], color=colors[label], ls=styles[label], lw=1.0, label=names_of[label])
             # An interval that reaches <= 0 on a log axis, or leaves the metric's range, is not drawn
             # as a band: the label's seeds are drawn as thin lines instead.
             rng = METRIC_RANGE.get(agg.get("metric"), (-math.inf, math.inf)) if col == "val_metric" else (-math.inf, math.inf)
@@ -302,6 +314,16 @@ def _log_axis(ax, values) -> None:
     ax.set_xlim(lo / pad, hi * pad)
 
 
+def sweep_needs_log_axis(metric: str | None, values, ratio: float = 10.0) -> bool:
+    """True when an LR-sweep panel needs a log y axis: the metric has no upper bound in METRIC_RANGE
+    (perplexity, reconstruction MSE; not accuracy) and its finite values are all > 0 and span more than
+    `ratio` (an undertrained low-lr point at perplexity 15,000 would flatten the optimum near 250)."""
+    hi_bound = METRIC_RANGE.get(metric, (-math.inf, math.inf))[1]
+    v = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
+    v = v[np.isfinite(v)]
+    return bool(math.isinf(hi_bound) and v.size and v.min() > 0 and v.max() / v.min() > ratio)
+
+
 def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str = "final_val") -> list[Path]:
     """Validation metric against learning rate, one curve per tuned optimizer (the LR sweep of the tuning).
 
@@ -322,6 +344,7 @@ def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str =
     fig, axes = plt.subplots(1, len(axes_x), figsize=(3.6 * len(axes_x), 2.9), squeeze=False, sharey=True)
     labels = [lab for lab in agg["labels"] if lab in set(df["optimizer"])]
     colors = dict(zip(labels, sns.color_palette(n_colors=len(labels))))
+    styles = label_linestyles(labels)
     n_seeds = sorted({int(x) for x in df.groupby(["optimizer", "trial"])["seed"].nunique() if x > 0}) or [1]
     for ax, xcol in zip(axes[0], axes_x):
         for label in labels:
@@ -334,7 +357,7 @@ def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str =
             ok = grp[~grp["diverged"] & grp["mean"].notna()]
             edge = (view or {}).get("edge")
             name = label + (f" (optimum at {edge} bound: {view['bound_hit']})" if edge else "")
-            ax.plot(ok["x"], ok["mean"], marker="o", ms=3, color=colors[label], label=name)
+            ax.plot(ok["x"], ok["mean"], marker="o", ms=3, color=colors[label], ls=styles[label], label=name)
             if (ok["hi"] > ok["lo"]).any():
                 ax.fill_between(ok["x"], ok["lo"], ok["hi"], color=colors[label], alpha=0.2, lw=0)
             bad = grp[grp["diverged"] | grp["mean"].isna()]
@@ -352,7 +375,10 @@ def fig_lr_sensitivity(agg: dict, stem: str | Path, hp: str = "lr", value: str =
         if not vals.empty:
             _log_axis(ax, vals.tolist())
         ax.set_xlabel("learning rate" if xcol == hp else "effective lr (lr x measured gain)")
-    axes[0][0].set_ylabel(f"{value.replace('_', ' ')} {agg['metric']}")
+    log_y = sweep_needs_log_axis(agg.get("metric"), df[value])
+    if log_y:
+        axes[0][0].set_yscale("log")
+    axes[0][0].set_ylabel(f"{value.replace('_', ' ')} {agg['metric']}" + (" (log)" if log_y else ""))
     handles, names = axes[0][0].get_legend_handles_labels()
     from matplotlib.lines import Line2D
 
