@@ -232,3 +232,11 @@ def test_results_section_caps_figure_size_and_lets_floats_share_pages():
     assert r"\renewcommand{\floatpagefraction}{0.75}" in mod.FLOAT_LAYOUT
     ms = (REPO / "paper" / "ms.tex").read_text()
     assert r"\usepackage[export]{adjustbox}" in ms and r"\usepackage{placeins}" in ms
+
+
+def test_figure_script_creates_its_output_folder_when_nothing_is_plotted(tmp_path):
+    # the GPT has no effective-rank metrics: the folder (a DVC / Snakemake directory output) must still exist
+    out = tmp_path / "fig_erank"
+    assert figures.script_main("erank", "erank", ["--results", str(REPO / "results" / "cpu_shakespeare"),
+                                                  "--out", str(out)]) == 0
+    assert out.is_dir() and not any(out.iterdir())

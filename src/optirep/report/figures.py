@@ -467,6 +467,9 @@ def script_main(kind: str, description: str, argv=None) -> int:
     ap.add_argument("--results", required=True, help="results/<exp>")
     ap.add_argument("--out", required=True, help="output folder")
     args = ap.parse_args(argv)
+    # the folder is the stage's output (Snakemake directory(), DVC out): it exists even when no task has
+    # anything to plot (a GPT has no effective-rank metrics), so DVC can record it
+    Path(args.out).mkdir(parents=True, exist_ok=True)
     written = []
     for agg in read_aggregates(args.results):
         written += FIGURES[kind](agg, Path(args.out) / f"fig_{kind}_{agg['task']}")
