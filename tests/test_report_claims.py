@@ -500,7 +500,7 @@ def test_full_scale_block_and_baseline_task(tree):
 def test_full_scale_cost_is_extrapolated_from_the_measured_step_times(tree):
     root, exp, res = tree
     t = {"experiment": "synth", "task": "clf", "method": "bio", "baseline": "adamw", "metric": "final_test"}
-    full = {"name": "full_synth", "seeds": [0, 1, 2, 3, 4], "tuning": {"trials": 4},
+    full = {"name": "full_synth", "seeds": [0, 1, 2, 3, 4], "tuning": {"budget": 4}, "gpu_estimate": "9 GPU-hours (full)",
             "tasks": {"big": {"dataset": "cifar10", "data_args": {"val_size": 5000}, "batch_size": 128, "epochs": 2,
                               "optimizers": ["adamw", "bio_tuned"]}},
             "optimizers": {"adamw": {"name": "adamw"}, "bio_tuned": {"name": "biostatis_v6", "tune": True}}}
@@ -508,13 +508,16 @@ def test_full_scale_cost_is_extrapolated_from_the_measured_step_times(tree):
     out, r = _eval(root, _claim(id="V6-1", test=t, full_scale={**t, "experiment": "full_synth", "task": "big"}),
                    experiments_dir=root / "experiments")
     cost = r["V6-1"]["full_scale"]["cost"]
-    # 45000 examples / 128 -> 352 steps per epoch, 2 epochs; 5 seeds + (5 seeds + 4 trials) runs.
+    # 45000 examples / 128 -> 352 steps per epoch, 2 epochs; 5 seeds + (5 seeds + a tuning budget of 4) runs.
     assert cost["steps_per_run"] == 704 and cost["runs"] == 14 and cost["examples"] == 14 * 704 * 128
     # Measured rate: mean time_per_step_s of synth/clf (six runs, 0.016 s) over its batch of 8.
     assert cost["s_per_example"] == pytest.approx(0.016 / 8)
     assert cost["cpu_hours"] == pytest.approx(14 * 704 * 128 * 0.016 / 8 / 3600)
     from optirep.report import latex
-    assert "Full-scale cost: 14 runs" in latex.claims_section({"claims": [r["V6-1"]]})
+    text = latex.claims_section({"claims": [r["V6-1"]]})
+    assert "Full-scale cost: up to 14 runs" in text
+    # the estimate printed "at full scale" is the full-scale file's, never the reduced experiment's
+    assert r["V6-1"]["gpu_estimate"] is None and "GPU estimate at full scale" in text and "9 GPU-hours (full)" in text
 
 
 def test_optirep_power_reports_mde_and_seeds_needed(tmp_path, capsys):

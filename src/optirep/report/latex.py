@@ -389,13 +389,14 @@ def claims_section(claims: dict) -> str:
         cost = (fs or {}).get("cost")
         if cost:
             parts.append(
-                rf"Full-scale cost: {cost['runs']} runs $\times$ {cost['steps_per_run']:,} steps at batch "
+                rf"Full-scale cost: up to {cost['runs']} runs (final runs and each tuned label's tuning budget) "
+                rf"$\times$ {cost['steps_per_run']:,} steps at batch "
                 rf"{cost['batch_size']}; at the {1e3 * cost['s_per_example']:.2g}\,ms per training example measured "
-                rf"here ({escape(cost['measured_on'])}, this CPU) that is about {cost['cpu_hours']:,.0f} CPU-hours "
+                rf"here ({escape(cost['measured_on'])}, this CPU) that is about {cost['cpu_hours']:,.{0 if cost['cpu_hours'] >= 10 else 1}f} CPU-hours "
                 r"(an extrapolation that assumes cost proportional to examples; GPU time was not measured here).")
         est = rec.get("gpu_estimate") or (fs or {}).get("gpu_estimate")
         if est:
-            parts.append(rf"Authors' GPU estimate at full scale (not measured): {_s(est)}.")
+            parts.append(rf"GPU estimate at full scale (optirep's, from the experiment file; not measured): {_s(est)}.")
         out.append(" ".join(parts))
     return "\n\n".join(out) + "\n"
 
