@@ -2,6 +2,10 @@
 # Every artifact is one `python analysis/<artifact>.py` call that only formats JSON results.
 
 GEN = f"{PAPER_DIR}/generated"
+# The code that turns results into verdicts, tables and figures: an input of every rule below that runs
+# it, so an edit to it rebuilds what it formats (Snakemake's `code` trigger covers only a rule's own shell).
+REPORT_CODE = sorted(str(p) for p in Path("src/optirep/report").glob("*.py")) + sorted(
+    str(p) for p in Path("src/optirep/analysis").glob("stats.py"))
 
 
 rule claims:
@@ -9,6 +13,7 @@ rule claims:
         claims="experiments/claims.yaml",
         aggregates=lambda w: [a for exp in EXPS for a in aggregates(exp)],
         timings=lambda w: [t for exp in EXPS for t in timings(exp)],
+        code=REPORT_CODE,
     output:
         f"results/{STUDY}/claims.json",
     log:
@@ -25,7 +30,8 @@ rule claims:
 
 rule table_main:
     input:
-        lambda w: aggregates(w.exp),
+        aggregates=lambda w: aggregates(w.exp),
+        code=REPORT_CODE + ["analysis/table_main.py"],
     output:
         f"{GEN}/{{exp}}/table_main.tex",
     log:
@@ -39,7 +45,8 @@ rule table_main:
 
 rule figure:
     input:
-        lambda w: aggregates(w.exp),
+        aggregates=lambda w: aggregates(w.exp),
+        code=lambda w: REPORT_CODE + [f"analysis/fig_{w.kind}.py"],
     output:
         directory(f"{GEN}/{{exp}}/fig_{{kind}}"),
     log:
@@ -70,7 +77,8 @@ rule gradcam_figure:
 
 rule claims_tables:
     input:
-        f"results/{STUDY}/claims.json",
+        claims=f"results/{STUDY}/claims.json",
+        code=REPORT_CODE + ["analysis/table_claims.py"],
     output:
         table=f"{GEN}/claims_table.tex",
         section=f"{GEN}/claims_section.tex",
@@ -82,13 +90,14 @@ rule claims_tables:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "python analysis/table_claims.py --claims {input} --out {output.table} --section-out {output.section}"
+        "python analysis/table_claims.py --claims {input.claims} --out {output.table} --section-out {output.section}"
         " > {log} 2>&1"
 
 
 rule fig_forest:
     input:
-        f"results/{STUDY}/claims.json",
+        claims=f"results/{STUDY}/claims.json",
+        code=REPORT_CODE + ["analysis/fig_forest.py"],
     output:
         pdf=f"{GEN}/fig_forest.pdf",
         png=f"{GEN}/fig_forest.png",
@@ -100,13 +109,14 @@ rule fig_forest:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "python analysis/fig_forest.py --claims {input} --out {params.stem} > {log} 2>&1"
+        "python analysis/fig_forest.py --claims {input.claims} --out {params.stem} > {log} 2>&1"
 
 
 rule protocol_and_numbers:
     input:
         claims=f"results/{STUDY}/claims.json",
         aggregates=lambda w: [a for exp in EXPS for a in aggregates(exp)],
+        code=REPORT_CODE + ["analysis/table_protocol.py", "analysis/numbers_tex.py"],
     output:
         protocol=f"{GEN}/protocol.tex",
         numbers=f"{GEN}/numbers.tex",
@@ -164,7 +174,8 @@ rule paper:
 
 rule readme:
     input:
-        f"results/{STUDY}/claims.json",
+        claims=f"results/{STUDY}/claims.json",
+        code=REPORT_CODE,
     output:
         touch(f"results/{STUDY}/readme.stamp"),
     log:
@@ -173,4 +184,4 @@ rule readme:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "optirep readme --claims {input} --readme README.md > {log} 2>&1"
+        "optirep readme --claims {input.claims} --readme README.md > {log} 2>&1"
