@@ -57,8 +57,8 @@ rule figure:
         "../envs/optirep.yaml"
     threads: 1
     shell:
-        "(mkdir -p {output} && python analysis/fig_{wildcards.kind}.py --results results/{wildcards.exp}"
-        " --out {output}) > {log} 2>&1"
+        # the script creates {output} even when it has nothing to plot (as the DVC stage needs too)
+        "python analysis/fig_{wildcards.kind}.py --results results/{wildcards.exp} --out {output} > {log} 2>&1"
 
 
 rule gradcam_figure:

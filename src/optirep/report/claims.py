@@ -917,7 +917,8 @@ def evaluate(doc: dict, results_root: str | Path, alpha: float | None = None,
                 q["lr_control"] = _question(claim, claim["lr_control"], results_root, cache, alpha, "LR-matched control")
             # the paper prints it as the estimate *at full scale*: a claim with a full-scale experiment takes
             # that file's estimate (below), not the reduced CPU experiment's
-            est = claim.get("gpu_estimate") or (None if "full_scale" in claim else _gpu_estimate(experiments_dir, t["experiment"]))
+            est = claim.get("gpu_estimate") or (
+                None if "full_scale" in claim else _gpu_estimate(experiments_dir, t["experiment"]))
             records[claim["id"]] = {**base, "gpu_estimate": est, "proxy": t.get("proxy"), "questions": q,
                                     "interaction": claim.get("interaction"), "deterministic": bool(claim.get("deterministic"))}
         if "full_scale" in claim:
@@ -1005,8 +1006,8 @@ def full_scale_cost(experiments_dir: Path | None, full: dict, reduced: dict, res
 
     steps per run = `steps`, or `epochs` x ceil(n_train / batch) with n_train the official training set
     minus the task's validation split (times `train_fraction`); runs = every label's seeds plus, for
-    each tuned label, the tuning budget (`tuning.budget` runs, an upper bound). The rate is the mean measured seconds per training example over the
-    labels of the reduced test's task (its `time_per_step_s` / its batch size): the cost of the same
+    each tuned label, the tuning budget (`tuning.budget` runs, an upper bound). The rate is the mean
+    measured seconds per training example over the labels of the reduced test's task (its `time_per_step_s` / its batch size): the cost of the same
     model family per example on this machine, which assumes cost proportional to examples. None where a
     piece is missing (no full-scale file, no measured reduced run, a dataset size not known).
     """
@@ -1027,8 +1028,8 @@ def full_scale_cost(experiments_dir: Path | None, full: dict, reduced: dict, res
         steps = task["epochs"] * math.ceil(n / task["batch_size"])
     seeds = len(fcfg.get("seeds", []))
     # the tuning protocol's per-label run budget (`tuning.budget`, the worst case; the sweep may stop earlier)
-    trials = int((fcfg.get("tuning") or {}).get("budget", 0))
-    runs = sum(seeds + (trials if (fcfg["optimizers"].get(lab) or {}).get("tune") else 0)
+    budget = int((fcfg.get("tuning") or {}).get("budget", 0))
+    runs = sum(seeds + (budget if (fcfg["optimizers"].get(lab) or {}).get("tune") else 0)
                for lab in task["optimizers"])
     _, agg = _load_agg(results_root, reduced["experiment"], reduced["task"], cache)
     rtask = rcfg.get("tasks", {}).get(reduced["task"])

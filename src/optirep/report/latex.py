@@ -388,11 +388,12 @@ def claims_section(claims: dict) -> str:
             parts.append("At full scale: " + _question_text("equal tuning", fs))
         cost = (fs or {}).get("cost")
         if cost:
+            hours = f"{cost['cpu_hours']:,.{0 if cost['cpu_hours'] >= 10 else 1}f}"  # 204, but 0.1 (not 0)
             parts.append(
                 rf"Full-scale cost: up to {cost['runs']} runs (final runs and each tuned label's tuning budget) "
                 rf"$\times$ {cost['steps_per_run']:,} steps at batch "
                 rf"{cost['batch_size']}; at the {1e3 * cost['s_per_example']:.2g}\,ms per training example measured "
-                rf"here ({escape(cost['measured_on'])}, this CPU) that is about {cost['cpu_hours']:,.{0 if cost['cpu_hours'] >= 10 else 1}f} CPU-hours "
+                rf"here ({escape(cost['measured_on'])}, this CPU) that is about {hours} CPU-hours "
                 r"(an extrapolation that assumes cost proportional to examples; GPU time was not measured here).")
         est = rec.get("gpu_estimate") or (fs or {}).get("gpu_estimate")
         if est:
